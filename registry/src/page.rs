@@ -1,0 +1,139 @@
+//! The registry's page for people: one HTML table, readable without JavaScript, refreshing
+//! itself. Every value that came from a client is escaped.
+
+use crate::wire::{Endpoint, Status};
+use std::fmt::Write;
+
+/// Seconds between the page's own refreshes.
+const REFRESH_SECONDS: u32 = 5;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders the page for `endpoints` (sorted by Name).
+pub fn render(endpoints: &[Endpoint], version: &str) -> String {
+    let mut counts = [0usize; 3];
+    for e in endpoints {
+        counts[Status::ALL.iter().position(|s| *s == e.status).unwrap_or(0)] += 1;
+    }
+    let mut html = String::with_capacity(1024 + endpoints.len() * 320);
+    let _ = write!(
+        html,
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Service Registry</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
+table{{border-collapse:collapse;width:100%}}
+th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-align:top}}
+.passing{{color:#1a7f37;font-weight:bold}}.pending{{color:#9a6700;font-weight:bold}}.critical{{color:#cf222e;font-weight:bold}}
+.counts span{{margin-right:1.5em}} .error{{color:#666;font-size:.9em}} footer{{margin-top:2em;color:#888;font-size:.8em}}
+</style>
+</head>
+<body>
+<h1>Service Registry</h1>
+<p class="counts">"#
+    );
+    for (status, count) in Status::ALL.iter().zip(counts) {
+        let _ = write!(html, r#"<span class="{status}">{count} {status}</span>"#);
+    }
+    let _ = write!(html, "<span>{} in all</span></p>\n", endpoints.len());
+    if endpoints.is_empty() {
+        html.push_str("<p>No endpoints registered yet. Instances register with <code>POST /register</code> on the API port.</p>\n");
+    } else {
+        html.push_str("<table>\n<thead><tr><th>Name</th><th>Address</th><th>Status</th><th>Tags</th><th>Last check</th><th>Last error</th></tr></thead>\n<tbody>\n");
+        for e in endpoints {
+            let address = escape(&e.address);
+            let tags = escape(&e.tags.join(", "));
+            let _ = writeln!(
+                html,
+                r#"<tr><td>{}</td><td><a href="http://{address}/">{address}</a></td><td class="{status}">{status}</td><td>{tags}</td><td>{}</td><td class="error">{}</td></tr>"#,
+                escape(&e.name),
+                escape(e.last_check.as_deref().unwrap_or("never")),
+                escape(e.last_error.as_deref().unwrap_or("")),
+                status = e.status,
+            );
+        }
+        html.push_str("</tbody>\n</table>\n");
+    }
+    let _ = write!(
+        html,
+        "<footer>service-registry {} &middot; JSON at <a href=\"/endpoints\">/endpoints</a> &middot; refreshes every {REFRESH_SECONDS}s</footer>\n</body>\n</html>\n",
+        escape(version)
+    );
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str, status: Status, tags: &[&str], error: Option<&str>) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            address: "10.0.0.1:8080".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            status,
+            registered_at: "2017-02-03T20:37:38.000Z".into(),
+            last_check: Some("2017-02-03T20:37:39.000Z".into()),
+            last_error: error.map(str::to_string),
+            consecutive_failures: 0,
+        }
+    }
+
+    #[test]
+    fn escapes_everything_a_client_sent() {
+        let html = render(
+            &[endpoint("a", Status::Critical, &["<script>alert(1)</script>"], Some("\"><img src=x>"))],
+            "1.0",
+        );
+        assert!(!html.contains("<script>alert(1)"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!html.contains("<img src=x>"));
+        assert!(html.contains("&quot;&gt;&lt;img src=x&gt;"));
+    }
+
+    /// The golden file pins the page's structure; regenerate it with
+    /// `UPDATE_GOLDEN=1 cargo test -p service-registry page` after a deliberate change.
+    #[test]
+    fn matches_the_golden_page() {
+        let html = render(
+            &[
+                endpoint("alpha", Status::Passing, &["web", "eu"], None),
+                endpoint("beta", Status::Critical, &[], Some("connection refused")),
+                endpoint("gamma", Status::Pending, &["web"], None),
+            ],
+            "0.1.0",
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/page.html");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &html).unwrap();
+        }
+        let golden = std::fs::read_to_string(path).expect("golden file");
+        assert_eq!(html, golden);
+        assert!(html.contains(r#"<span class="passing">1 passing</span><span class="pending">1 pending</span><span class="critical">1 critical</span>"#));
+        assert!(html.contains(r#"<a href="http://10.0.0.1:8080/">10.0.0.1:8080</a>"#));
+    }
+
+    #[test]
+    fn an_empty_registry_says_how_to_register() {
+        assert!(render(&[], "0.1.0").contains("POST /register"));
+    }
+}

@@ -1,0 +1,166 @@
+//! The running registry: the store, its checker and the two HTTP listeners, started together
+//! and stopped together. `main` and the tests both start it through [`start`].
+
+use crate::api::{self, Listener, Reply};
+use crate::checker::{CheckConfig, Checker};
+use crate::health::Thresholds;
+use crate::store::Store;
+use crate::views::Views;
+use std::io::{self, Cursor};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// Everything the registry is told at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `-api`: writes and reads.
+    pub api: String,
+    /// `-http`: the page and read-only JSON.
+    pub http: String,
+    pub check: CheckConfig,
+    pub thresholds: Thresholds,
+    /// `-max-endpoints`.
+    pub max_endpoints: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api: "127.0.0.1:10080".into(),
+            http: "127.0.0.1:8080".into(),
+            check: CheckConfig::default(),
+            thresholds: Thresholds::default(),
+            max_endpoints: DEFAULT_MAX_ENDPOINTS,
+        }
+    }
+}
+
+/// Default cap on endpoints: ten times the largest fleet the benchmark runs, so a runaway
+/// client fills memory slowly enough to be noticed, not at once.
+pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
+
+/// Threads taking requests off each listener. Handlers never block on the network (bodies are
+/// small and read by tiny_http's connection threads), so a few per core keep both cores busy.
+const HANDLER_THREADS: usize = 4;
+
+/// The registry's shared state, as request handlers see it.
+pub struct Registry {
+    pub store: Arc<Store>,
+    pub checker: Checker,
+    pub views: Views,
+}
+
+/// Why the registry could not start.
+#[derive(Debug)]
+pub struct StartError {
+    pub what: String,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started registry.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub ui_addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    listeners: Vec<Serving>,
+}
+
+struct Serving {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Binds both listeners, starts the checker and begins serving.
+pub fn start(config: &Config) -> Result<Running, StartError> {
+    let bind = |addr: &str, flag: &str| {
+        TcpListener::bind(addr).map_err(|source| StartError { what: format!("cannot listen on {addr} ({flag})"), source })
+    };
+    let api_listener = bind(&config.api, "-api")?;
+    let ui_listener = bind(&config.http, "-http")?;
+    let store = Arc::new(Store::new(config.thresholds, config.max_endpoints));
+    let checker = Checker::start(store.clone(), config.check)
+        .map_err(|source| StartError { what: "cannot start the health checker".into(), source })?;
+    let registry = Arc::new(Registry { store, checker, views: Views::default() });
+    let api = serve(api_listener, Listener::Api, &registry)?;
+    let ui = serve(ui_listener, Listener::Ui, &registry)?;
+    Ok(Running { api_addr: api.0, ui_addr: ui.0, registry, listeners: vec![api.1, ui.1] })
+}
+
+fn serve(listener: TcpListener, kind: Listener, registry: &Arc<Registry>) -> Result<(SocketAddr, Serving), StartError> {
+    let failed = |source| StartError { what: format!("cannot serve the {kind:?} listener"), source };
+    let addr = listener.local_addr().map_err(failed)?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| failed(io::Error::other(e.to_string())))?;
+    let server = Arc::new(server);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for i in 0..HANDLER_THREADS {
+        let (server, stopping, registry) = (server.clone(), stopping.clone(), registry.clone());
+        let thread = thread::Builder::new()
+            .name(format!("{kind:?}-{i}").to_lowercase())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    match server.recv() {
+                        Ok(mut request) => {
+                            let reply = api::route(&registry, kind, &mut request);
+                            respond(request, reply);
+                        }
+                        Err(e) if !stopping.load(Ordering::Acquire) => log::debug!("{kind:?} listener: {e}"),
+                        Err(_) => {}
+                    }
+                }
+            })
+            .map_err(failed)?;
+        threads.push(thread);
+    }
+    Ok((addr, Serving { server, stopping, threads }))
+}
+
+fn respond(request: tiny_http::Request, reply: Reply) {
+    log::debug!(
+        "{} {} {} {}",
+        request.remote_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
+        request.method(),
+        request.url(),
+        reply.status
+    );
+    let length = reply.body.as_ref().len();
+    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+    headers.extend(tiny_http::Header::from_bytes("Content-Type", reply.content_type));
+    for (name, value) in &reply.headers {
+        headers.extend(tiny_http::Header::from_bytes(*name, value.as_bytes()));
+    }
+    let response =
+        tiny_http::Response::new(tiny_http::StatusCode(reply.status), headers, Cursor::new(reply.body), Some(length), None);
+    // A client that hung up before its answer is not the registry's problem.
+    let _ = request.respond(response);
+}
+
+impl Running {
+    /// Stops serving and checking; returns when the handler threads have finished.
+    pub fn stop(self) {
+        for serving in &self.listeners {
+            serving.stopping.store(true, Ordering::Release);
+            // Each call wakes one thread blocked in recv().
+            for _ in &serving.threads {
+                serving.server.unblock();
+            }
+        }
+        for serving in self.listeners {
+            for thread in serving.threads {
+                let _ = thread.join();
+            }
+        }
+    }
+}

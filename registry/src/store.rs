@@ -1,0 +1,407 @@
+//! The one owner of the registry's state: a `Mutex<HashMap>` of endpoints and the counters that
+//! say when it changed. No other module locks it, and no lock is held across network I/O:
+//! the checker takes a [`CheckJob`], probes with the lock released, and reports back.
+
+use crate::clock;
+use crate::health::{Health, Outcome, Thresholds};
+use crate::validate::Valid;
+use crate::wire::{Endpoint, Status};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+/// What the checker needs to probe one endpoint, and to know whether its answer still applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckJob {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Changes whenever the Name is registered at a new Address; a result for an older
+    /// generation is dropped.
+    pub generation: u64,
+}
+
+/// Why a registration was refused by the store (validation happened before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The configured cap on endpoints is reached.
+    Full { limit: usize },
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new Name.
+    Created,
+    /// A known Name at a new Address: its health starts again from pending.
+    Moved,
+    /// A known Name at the same Address: tags replaced, health kept.
+    Renewed,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub record: Endpoint,
+    pub change: Change,
+    /// Set when the endpoint must be checked at once (new or moved).
+    pub check_now: Option<CheckJob>,
+}
+
+/// What a check result did to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The endpoint is gone or was re-registered elsewhere; the result was dropped.
+    Stale,
+    /// Recorded; `from` and `to` differ when the status changed.
+    Recorded { from: Status, to: Status },
+    /// Critical for longer than allowed: removed.
+    Removed,
+}
+
+/// Which records a listing wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub status: Option<Status>,
+    /// Every one of these tags must be present.
+    pub tags: Vec<String>,
+}
+
+impl Filter {
+    fn matches(&self, e: &Endpoint) -> bool {
+        self.status.is_none_or(|s| e.status == s) && self.tags.iter().all(|t| e.tags.contains(t))
+    }
+}
+
+/// A consistent listing: the records and the counters at the moment it was taken.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub index: u64,
+    pub version: u64,
+    pub records: Vec<Endpoint>,
+}
+
+struct Entry {
+    record: Endpoint,
+    address: SocketAddr,
+    generation: u64,
+    critical_since: Option<Instant>,
+}
+
+impl Entry {
+    fn health(&self) -> Health {
+        Health {
+            status: self.record.status,
+            consecutive_failures: self.record.consecutive_failures,
+            last_error: self.record.last_error.clone(),
+            critical_since: self.critical_since,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Grows with every change a watcher cares about: registrations that change something,
+    /// removals, status, failure counts and errors. A passing check that only refreshes
+    /// `LastCheck` leaves it alone, so watchers are not woken every few milliseconds.
+    index: u64,
+    /// Grows with every change at all, `LastCheck` included: the key of cached renderings.
+    version: u64,
+    next_generation: u64,
+}
+
+impl State {
+    fn touched(&mut self, meaningful: bool) {
+        self.version += 1;
+        if meaningful {
+            self.index += 1;
+        }
+    }
+}
+
+/// The registry's endpoints.
+pub struct Store {
+    state: Mutex<State>,
+    changed: Condvar,
+    thresholds: Thresholds,
+    max_endpoints: usize,
+}
+
+impl Store {
+    /// An empty store holding at most `max_endpoints`.
+    pub fn new(thresholds: Thresholds, max_endpoints: usize) -> Store {
+        Store { state: Mutex::new(State::default()), changed: Condvar::new(), thresholds, max_endpoints }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug elsewhere; the map itself is still whole
+        // (every mutation below is a single insert or remove), so keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn touched(&self, state: &mut State, meaningful: bool) {
+        state.touched(meaningful);
+        if meaningful {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Registers or re-registers an endpoint. A known Name at the same Address keeps its
+    /// health (the server re-registers every few seconds; that must not reset it); at a new
+    /// Address it starts again as pending.
+    pub fn register(&self, valid: Valid, now: SystemTime) -> Result<Registered, StoreError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let full = state.entries.len() >= self.max_endpoints;
+        let (change, check_now) = match state.entries.get_mut(&valid.name) {
+            Some(entry) if entry.address == valid.address => {
+                let changed = entry.record.tags != valid.tags;
+                entry.record.tags = valid.tags;
+                let record = entry.record.clone();
+                if changed {
+                    self.touched(state, true);
+                }
+                return Ok(Registered { record, change: Change::Renewed, check_now: None });
+            }
+            Some(_) => (Change::Moved, true),
+            None if full => {
+                return Err(StoreError::Full { limit: self.max_endpoints });
+            }
+            None => (Change::Created, true),
+        };
+        state.next_generation += 1;
+        let generation = state.next_generation;
+        let record = Endpoint {
+            name: valid.name.clone(),
+            address: valid.address.to_string(),
+            tags: valid.tags,
+            status: Status::Pending,
+            registered_at: clock::rfc3339(now),
+            last_check: None,
+            last_error: None,
+            consecutive_failures: 0,
+        };
+        let job = CheckJob { name: valid.name.clone(), address: valid.address, generation };
+        state.entries.insert(
+            valid.name,
+            Entry { record: record.clone(), address: valid.address, generation, critical_since: None },
+        );
+        self.touched(state, true);
+        Ok(Registered { record, change, check_now: check_now.then_some(job) })
+    }
+
+    /// Removes an endpoint by Name; `None` if it was not registered.
+    pub fn deregister(&self, name: &str) -> Option<Endpoint> {
+        let mut state = self.lock();
+        let removed = state.entries.remove(name)?;
+        self.touched(&mut state, true);
+        Some(removed.record)
+    }
+
+    /// One endpoint by Name.
+    pub fn get(&self, name: &str) -> Option<Endpoint> {
+        self.lock().entries.get(name).map(|e| e.record.clone())
+    }
+
+    /// The endpoints that match `filter`, sorted by Name, with the counters they reflect.
+    pub fn list(&self, filter: &Filter) -> Snapshot {
+        let state = self.lock();
+        let mut records: Vec<Endpoint> =
+            state.entries.values().map(|e| &e.record).filter(|r| filter.matches(r)).cloned().collect();
+        let (index, version) = (state.index, state.version);
+        drop(state);
+        records.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Snapshot { index, version, records }
+    }
+
+    /// How many endpoints have each status, in [`Status::ALL`] order.
+    pub fn counts(&self) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for e in self.lock().entries.values() {
+            counts[Status::ALL.iter().position(|s| *s == e.record.status).unwrap_or(0)] += 1;
+        }
+        counts
+    }
+
+    /// How many endpoints are registered.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The watch index: see the field's comment.
+    pub fn index(&self) -> u64 {
+        self.lock().index
+    }
+
+    /// The version of everything, for caches of renderings.
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// The watch index and the version, read together.
+    pub fn counters(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.index, state.version)
+    }
+
+    /// Whether a check job still describes a registered endpoint.
+    pub fn is_current(&self, job: &CheckJob) -> bool {
+        self.lock().entries.get(&job.name).is_some_and(|e| e.generation == job.generation)
+    }
+
+    /// Records a check result, applying the health rules; removes the endpoint if it has been
+    /// critical too long.
+    pub fn record_check(&self, job: &CheckJob, outcome: &Outcome, now: Instant, wall: SystemTime) -> Applied {
+        let mut state = self.lock();
+        let Some(entry) = state.entries.get_mut(&job.name).filter(|e| e.generation == job.generation) else {
+            return Applied::Stale;
+        };
+        let before = entry.health();
+        let after = before.after(outcome, &self.thresholds, now);
+        if after.expired(&self.thresholds, now) {
+            state.entries.remove(&job.name);
+            self.touched(&mut state, true);
+            return Applied::Removed;
+        }
+        let meaningful = after != before;
+        entry.record.status = after.status;
+        entry.record.consecutive_failures = after.consecutive_failures;
+        entry.record.last_error = after.last_error;
+        entry.record.last_check = Some(clock::rfc3339(wall));
+        entry.critical_since = after.critical_since;
+        self.touched(&mut state, meaningful);
+        Applied::Recorded { from: before.status, to: after.status }
+    }
+
+    /// Blocks until the watch index passes `seen` or `deadline` comes; returns the index then.
+    pub fn wait_for_change(&self, seen: u64, deadline: Instant) -> u64 {
+        let mut state = self.lock();
+        while state.index <= seen {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = match self.changed.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        state.index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn valid(name: &str, address: &str, tags: &[&str]) -> Valid {
+        Valid { name: name.into(), address: address.parse().unwrap(), tags: tags.iter().map(|t| t.to_string()).collect() }
+    }
+
+    fn store() -> Store {
+        Store::new(Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) }, 3)
+    }
+
+    #[test]
+    fn re_registration_replaces_and_keeps_health_at_the_same_address() {
+        let s = store();
+        let first = s.register(valid("a", "10.0.0.1:80", &["x"]), SystemTime::now()).unwrap();
+        assert_eq!(first.change, Change::Created);
+        let job = first.check_now.expect("a new endpoint is checked at once");
+        s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
+
+        let renewed = s.register(valid("a", "10.0.0.1:80", &["y"]), SystemTime::now()).unwrap();
+        assert_eq!(renewed.change, Change::Renewed);
+        assert!(renewed.check_now.is_none());
+        assert_eq!(renewed.record.status, Status::Passing);
+        assert_eq!(renewed.record.tags, ["y"]);
+
+        let moved = s.register(valid("a", "10.0.0.2:80", &[]), SystemTime::now()).unwrap();
+        assert_eq!(moved.change, Change::Moved);
+        assert_eq!(moved.record.status, Status::Pending);
+        assert!(!s.is_current(&job), "the old address's checks no longer apply");
+        assert_eq!(s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now()), Applied::Stale);
+        assert_eq!(s.get("a").unwrap().status, Status::Pending);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn the_cap_refuses_new_names_but_not_renewals() {
+        let s = store();
+        for n in ["a", "b", "c"] {
+            s.register(valid(n, "10.0.0.1:80", &[]), SystemTime::now()).unwrap();
+        }
+        assert_eq!(
+            s.register(valid("d", "10.0.0.1:80", &[]), SystemTime::now()).unwrap_err(),
+            StoreError::Full { limit: 3 }
+        );
+        assert!(s.register(valid("a", "10.0.0.9:80", &[]), SystemTime::now()).is_ok());
+    }
+
+    #[test]
+    fn lists_are_sorted_and_filtered() {
+        let s = Store::new(Thresholds::default(), 10);
+        for (n, tags) in [("c", &["web", "eu"][..]), ("a", &["web"]), ("b", &["db"])] {
+            let r = s.register(valid(n, "10.0.0.1:80", tags), SystemTime::now()).unwrap();
+            if n != "b" {
+                s.record_check(&r.check_now.unwrap(), &Outcome::Pass, Instant::now(), SystemTime::now());
+            }
+        }
+        let names = |f: Filter| s.list(&f).records.into_iter().map(|e| e.name).collect::<Vec<_>>();
+        assert_eq!(names(Filter::default()), ["a", "b", "c"]);
+        assert_eq!(names(Filter { status: Some(Status::Passing), tags: vec![] }), ["a", "c"]);
+        assert_eq!(names(Filter { status: None, tags: vec!["web".into(), "eu".into()] }), ["c"]);
+        assert_eq!(names(Filter { status: Some(Status::Pending), tags: vec!["web".into()] }), Vec::<String>::new());
+    }
+
+    #[test]
+    fn long_critical_endpoints_are_removed_and_the_index_moves() {
+        let s = store();
+        let job = s.register(valid("a", "10.0.0.1:80", &[]), SystemTime::now()).unwrap().check_now.unwrap();
+        let t0 = Instant::now();
+        let i0 = s.index();
+        let fail = Outcome::Fail("refused".into());
+        assert_eq!(s.record_check(&job, &fail, t0, SystemTime::now()), Applied::Recorded { from: Status::Pending, to: Status::Critical });
+        assert!(s.index() > i0);
+        assert_eq!(s.record_check(&job, &fail, t0 + Duration::from_secs(29), SystemTime::now()), Applied::Recorded { from: Status::Critical, to: Status::Critical });
+        assert_eq!(s.record_check(&job, &fail, t0 + Duration::from_secs(30), SystemTime::now()), Applied::Removed);
+        assert!(s.get("a").is_none());
+    }
+
+    #[test]
+    fn a_passing_check_that_changes_nothing_leaves_the_watch_index_alone() {
+        let s = store();
+        let job = s.register(valid("a", "10.0.0.1:80", &[]), SystemTime::now()).unwrap().check_now.unwrap();
+        s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
+        let (index, version) = (s.index(), s.version());
+        s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
+        assert_eq!(s.index(), index);
+        assert!(s.version() > version, "LastCheck moved, so cached pages must be redrawn");
+    }
+
+    #[test]
+    fn waiters_wake_on_change_and_time_out_otherwise() {
+        let s = std::sync::Arc::new(store());
+        let seen = s.index();
+        let t0 = Instant::now();
+        assert_eq!(s.wait_for_change(seen, t0 + Duration::from_millis(50)), seen);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                s.register(valid("a", "10.0.0.1:80", &[]), SystemTime::now()).unwrap();
+            })
+        };
+        let got = s.wait_for_change(seen, Instant::now() + Duration::from_secs(5));
+        writer.join().unwrap();
+        assert!(got > seen);
+    }
+}

@@ -1,0 +1,73 @@
+//! Rendered answers, cached until the store changes: a thousand readers of the page or of the
+//! JSON between two changes cost one rendering, not a thousand.
+
+use crate::page;
+use crate::store::{Filter, Store};
+use crate::wire::Status;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Distinct listings kept at once. Filters come from clients, so the cache must not grow with
+/// them; past this many it starts again empty.
+const MAX_CACHED: usize = 32;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Json(Option<Status>, Vec<String>),
+    Page,
+}
+
+/// A rendered body and the watch index it reflects.
+#[derive(Clone)]
+pub struct Rendered {
+    pub index: u64,
+    pub body: Arc<[u8]>,
+}
+
+/// The cache of rendered listings.
+#[derive(Default)]
+pub struct Views {
+    cache: Mutex<HashMap<Key, (u64, Rendered)>>,
+}
+
+impl Views {
+    /// `GET /endpoints` with `filter`, as JSON.
+    pub fn endpoints(&self, store: &Store, filter: &Filter) -> Rendered {
+        let key = Key::Json(filter.status, filter.tags.clone());
+        self.cached(store, key, || {
+            let snapshot = store.list(filter);
+            let body = serde_json::to_vec(&snapshot.records).unwrap_or_else(|_| b"[]".to_vec());
+            (snapshot.version, Rendered { index: snapshot.index, body: body.into() })
+        })
+    }
+
+    /// The HTML page.
+    pub fn page(&self, store: &Store) -> Rendered {
+        self.cached(store, Key::Page, || {
+            let snapshot = store.list(&Filter::default());
+            let html = page::render(&snapshot.records, env!("CARGO_PKG_VERSION"));
+            (snapshot.version, Rendered { index: snapshot.index, body: html.into_bytes().into() })
+        })
+    }
+
+    fn cached(&self, store: &Store, key: Key, render: impl FnOnce() -> (u64, Rendered)) -> Rendered {
+        let (_, version) = store.counters();
+        if let Some((v, hit)) = self.lock().get(&key) {
+            if *v == version {
+                return hit.clone();
+            }
+        }
+        // Render with no lock held; two readers may render the same version, which is harmless.
+        let (version, rendered) = render();
+        let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            cache.clear();
+        }
+        cache.insert(key, (version, rendered.clone()));
+        rendered
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (u64, Rendered)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

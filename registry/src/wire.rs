@@ -1,0 +1,239 @@
+//! The wire format shared by the registry and the server, so the two cannot drift: the seed's
+//! `POST /register` body, the deregistration body, and the record the registry serves.
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// What an instance sends to `POST /register`: the seed's `{Name, Address, Tags}`.
+///
+/// Decoding follows Go's `encoding/json`, which the seed's clients were written against: keys
+/// match case-insensitively (`name` works), unknown keys are ignored, the last duplicate wins,
+/// and `Tags` may be absent or `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registration {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Address")]
+    pub address: String,
+    #[serde(rename = "Tags")]
+    pub tags: Vec<String>,
+}
+
+/// What `POST /deregister` takes: `{"Name": "..."}`, keys matched as for [`Registration`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deregistration {
+    #[serde(rename = "Name")]
+    pub name: String,
+}
+
+/// An endpoint's health, as Consul users know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Registered, not yet checked.
+    Pending,
+    /// The last check passed.
+    Passing,
+    /// Failed enough checks in a row to be taken out of rotation.
+    Critical,
+}
+
+impl Status {
+    /// Every status, in the order the page counts them.
+    pub const ALL: [Status; 3] = [Status::Passing, Status::Pending, Status::Critical];
+
+    /// The name used in JSON and in `?status=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Passing => "passing",
+            Status::Critical => "critical",
+        }
+    }
+
+    /// Parses the name used in JSON and in `?status=`.
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One endpoint as the registry serves it: the seed's fields plus its health, in the same style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Endpoint {
+    pub name: String,
+    pub address: String,
+    pub tags: Vec<String>,
+    pub status: Status,
+    /// RFC 3339, UTC: when this Name was registered at this Address.
+    pub registered_at: String,
+    /// RFC 3339, UTC: when the last check finished; null before the first.
+    pub last_check: Option<String>,
+    /// Why the last check failed; null when it passed.
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+/// The body of every error answer: `{"error": "one clear sentence"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl<'de> Deserialize<'de> for Registration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let body = d.deserialize_map(BodyVisitor)?;
+        Ok(Registration {
+            name: body.name.unwrap_or_default(),
+            address: body.address.unwrap_or_default(),
+            tags: body.tags.unwrap_or_default(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Deregistration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let body = d.deserialize_map(BodyVisitor)?;
+        Ok(Deregistration { name: body.name.unwrap_or_default() })
+    }
+}
+
+/// The fields a body may carry; `None` when absent or `null`, as Go leaves them zero.
+#[derive(Default)]
+struct Body {
+    name: Option<String>,
+    address: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+enum Key {
+    Name,
+    Address,
+    Tags,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(if key.eq_ignore_ascii_case("name") {
+                    Key::Name
+                } else if key.eq_ignore_ascii_case("address") {
+                    Key::Address
+                } else if key.eq_ignore_ascii_case("tags") {
+                    Key::Tags
+                } else {
+                    Key::Other
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// Prefixes a decoding error with the field it concerns.
+fn named<E: de::Error>(field: &'static str) -> impl Fn(E) -> E {
+    move |e| E::custom(format_args!("field {field}: {e}"))
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object like {\"Name\": \"pod-abc\", \"Address\": \"10.240.0.2:52238\", \"Tags\": [\"web\"]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let mut body = Body::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Name => body.name = map.next_value().map_err(named::<A::Error>("Name"))?,
+                Key::Address => body.address = map.next_value().map_err(named::<A::Error>("Address"))?,
+                Key::Tags => body.tags = map.next_value().map_err(named::<A::Error>("Tags"))?,
+                Key::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_go_clients_exact_body() {
+        let body = b"{\"Name\":\"dynamic-port-server-507527175-5bphp\",\"Address\":\"10.240.0.2:52238\",\"Tags\":null}\n";
+        let reg: Registration = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            reg,
+            Registration {
+                name: "dynamic-port-server-507527175-5bphp".into(),
+                address: "10.240.0.2:52238".into(),
+                tags: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn matches_keys_as_go_does() {
+        let cases: &[(&str, &str, &str, &[&str])] = &[
+            (r#"{"name":"a","address":"1.2.3.4:5"}"#, "a", "1.2.3.4:5", &[]),
+            (r#"{"NAME":"a","ADDRESS":"1.2.3.4:5","TAGS":["x"]}"#, "a", "1.2.3.4:5", &["x"]),
+            (r#"{"nAmE":"a","Address":"1.2.3.4:5","Extra":{"deep":[1]}}"#, "a", "1.2.3.4:5", &[]),
+            (r#"{"Name":"a","Name":"b","Address":"1.2.3.4:5"}"#, "b", "1.2.3.4:5", &[]),
+            (r#"{"Name":null,"Address":null,"Tags":null}"#, "", "", &[]),
+        ];
+        for (json, name, address, tags) in cases {
+            let reg: Registration = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!((reg.name.as_str(), reg.address.as_str()), (*name, *address), "{json}");
+            assert_eq!(reg.tags, *tags, "{json}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = serde_json::from_str::<Registration>(r#"{"Name":5}"#).unwrap_err();
+        assert!(err.to_string().starts_with("field Name: invalid type: integer `5`"), "{err}");
+        let err = serde_json::from_str::<Registration>(r#"{"Name":"a","Tags":"web"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("field Tags:"), "{err}");
+        assert!(serde_json::from_str::<Registration>("[1]").is_err());
+    }
+
+    #[test]
+    fn records_keep_the_seeds_field_names() {
+        let record = Endpoint {
+            name: "a".into(),
+            address: "10.0.0.1:80".into(),
+            tags: vec!["web".into()],
+            status: Status::Passing,
+            registered_at: "2017-02-03T20:37:38.000Z".into(),
+            last_check: None,
+            last_error: None,
+            consecutive_failures: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"Name":"a","Address":"10.0.0.1:80","Tags":["web"],"Status":"passing","RegisteredAt":"2017-02-03T20:37:38.000Z","LastCheck":null,"LastError":null,"ConsecutiveFailures":0}"#
+        );
+        let reg = Registration { name: "a".into(), address: "10.0.0.1:80".into(), tags: vec![] };
+        assert_eq!(serde_json::to_string(&reg).unwrap(), r#"{"Name":"a","Address":"10.0.0.1:80","Tags":[]}"#);
+    }
+}
