@@ -3,9 +3,9 @@
 
 use crate::service::Registry;
 use crate::store::{Change, Filter, StoreError};
-use crate::wire::{Deregistration, ErrorBody, Registration, Status};
-use crate::validate::{self, clip};
 use crate::url;
+use crate::validate::{self, clip};
+use crate::wire::{Deregistration, ErrorBody, Registration, Status};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -139,7 +139,12 @@ fn list(registry: &Registry, query: &str) -> Reply {
         match key.as_str() {
             "status" => match Status::parse(&value) {
                 Some(s) => filter.status = Some(s),
-                None => return Reply::error(400, format!("status must be passing, pending or critical, not {:?}", clip(&value))),
+                None => {
+                    return Reply::error(
+                        400,
+                        format!("status must be passing, pending or critical, not {:?}", clip(&value)),
+                    )
+                }
             },
             "tag" => filter.tags.push(value),
             // Unknown parameters are ignored, as most HTTP APIs do, so newer clients still work.

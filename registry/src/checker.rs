@@ -125,9 +125,12 @@ fn schedule(store: &Store, rx: &Receiver<Message>, work_tx: &Sender<Work>, inter
     let mut seq = 0u64;
     let spread = RandomState::new();
     loop {
-        let wait = heap.peek().map_or(Duration::from_secs(3600), |d: &Due| d.at.saturating_duration_since(Instant::now()));
+        let wait =
+            heap.peek().map_or(Duration::from_secs(3600), |d: &Due| d.at.saturating_duration_since(Instant::now()));
         let next = match rx.recv_timeout(wait) {
-            Ok(Message::CheckNow(job)) => Some(Due { at: Instant::now(), seq, work: Work { job, due: Instant::now(), first: true } }),
+            Ok(Message::CheckNow(job)) => {
+                Some(Due { at: Instant::now(), seq, work: Work { job, due: Instant::now(), first: true } })
+            }
             Ok(Message::Done { job, due, first, alive: true }) => {
                 let at = next_due(due, first, interval, &spread, &job);
                 Some(Due { at, seq, work: Work { job, due: at, first: false } })

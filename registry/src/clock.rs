@@ -55,17 +55,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// `2017-02-03T20:37:38.123Z`: what the JSON records carry.
 pub fn rfc3339(t: SystemTime) -> String {
     let c = Civil::from_system_time(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis)
 }
 
 /// `Fri, 03 Feb 2017 20:37:38 UTC`: Go's `time.RFC1123` in UTC, as the seed's access log prints.
@@ -86,10 +81,7 @@ pub fn rfc1123(t: SystemTime) -> String {
 /// `2017/02/03 20:37:34`: the prefix of Go's standard logger, which the seed's log lines carry.
 pub fn go_log_prefix(t: SystemTime) -> String {
     let c = Civil::from_system_time(t);
-    format!(
-        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    format!("{:04}/{:02}/{:02} {:02}:{:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute, c.second)
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ impl std::error::Error for DurationError {}
 /// allowed (`1.5s`); `0` alone is zero. Negative durations are refused: nothing here waits
 /// backwards.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
-    let bad = |why: &str| DurationError(format!("invalid duration {text:?}: {why} (write it as in Go: 200ms, 5s, 1m30s)"));
+    let bad =
+        |why: &str| DurationError(format!("invalid duration {text:?}: {why} (write it as in Go: 200ms, 5s, 1m30s)"));
     if text == "0" {
         return Ok(Duration::ZERO);
     }
@@ -29,16 +30,12 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let mut rest = text;
     let mut total_nanos: u128 = 0;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| bad("missing unit"))?;
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| bad("missing unit"))?;
         let (number, after) = rest.split_at(number_len);
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(bad("expected a number"));
         }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let unit_nanos: u128 = match unit {
             "ns" => 1,

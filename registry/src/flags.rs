@@ -71,10 +71,17 @@ impl Values {
 pub enum FlagError {
     Unknown(String),
     MissingValue(String),
-    Invalid { flag: String, value: String, reason: String },
+    Invalid {
+        flag: String,
+        value: String,
+        reason: String,
+    },
     UnexpectedArgument(String),
     /// A flag whose meaning is gone; the text says what to use instead.
-    Retired { flag: String, instead: String },
+    Retired {
+        flag: String,
+        instead: String,
+    },
 }
 
 impl fmt::Display for FlagError {
@@ -126,10 +133,7 @@ pub fn parse(
             "version" => return Ok(Command::Version),
             _ => {}
         }
-        let flag = spec
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| FlagError::Unknown(name.to_string()))?;
+        let flag = spec.iter().find(|f| f.name == name).ok_or_else(|| FlagError::Unknown(name.to_string()))?;
         let value = match (inline, flag.value.is_empty()) {
             (Some(v), _) => v,
             (None, true) => "true".to_string(),
@@ -151,7 +155,8 @@ pub fn parse(
 /// The `--help` text: a summary, a usage line, then one line per flag with its environment
 /// variable and default.
 pub fn usage(program: &str, about: &str, synopsis: &str, spec: &[Flag]) -> String {
-    let mut out = format!("{program}: {about}\n\nUsage: {program} {synopsis}\n\nFlags (also --flag VALUE, --flag=VALUE):\n");
+    let mut out =
+        format!("{program}: {about}\n\nUsage: {program} {synopsis}\n\nFlags (also --flag VALUE, --flag=VALUE):\n");
     for flag in spec {
         let left = if flag.value.is_empty() {
             format!("  -{}", flag.name)
@@ -197,12 +202,7 @@ mod tests {
 
     #[test]
     fn accepts_every_spelling_of_a_flag() {
-        for args in [
-            &["-api=0.0.0.0:1"][..],
-            &["-api", "0.0.0.0:1"],
-            &["--api", "0.0.0.0:1"],
-            &["--api=0.0.0.0:1"],
-        ] {
+        for args in [&["-api=0.0.0.0:1"][..], &["-api", "0.0.0.0:1"], &["--api", "0.0.0.0:1"], &["--api=0.0.0.0:1"]] {
             assert_eq!(api(args, &[]).as_deref(), Some("0.0.0.0:1"), "{args:?}");
         }
     }

@@ -49,7 +49,9 @@ impl Health {
     /// at its first failure, since it has never shown it can serve.
     pub fn after(&self, outcome: &Outcome, thresholds: &Thresholds, now: Instant) -> Health {
         match outcome {
-            Outcome::Pass => Health { status: Status::Passing, consecutive_failures: 0, last_error: None, critical_since: None },
+            Outcome::Pass => {
+                Health { status: Status::Passing, consecutive_failures: 0, last_error: None, critical_since: None }
+            }
             Outcome::Fail(why) => {
                 let failures = self.consecutive_failures.saturating_add(1);
                 let critical = match self.status {
@@ -99,7 +101,11 @@ mod tests {
         for (before, failures, outcome, want, want_failures) in table {
             let h = Health { status: before, consecutive_failures: failures, last_error: None, critical_since: None };
             let next = h.after(&outcome, &t, now);
-            assert_eq!((next.status, next.consecutive_failures), (want, want_failures), "{before:?} {failures} {outcome:?}");
+            assert_eq!(
+                (next.status, next.consecutive_failures),
+                (want, want_failures),
+                "{before:?} {failures} {outcome:?}"
+            );
             assert_eq!(next.last_error.is_some(), outcome != Outcome::Pass);
             assert_eq!(next.critical_since.is_some(), want == Critical);
         }

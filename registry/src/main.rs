@@ -10,14 +10,62 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const SPEC: &[Flag] = &[
-    Flag { name: "api", env: "REGISTRY_API", value: "ADDR", default: "127.0.0.1:10080", help: "listen address for the API: writes and reads" },
-    Flag { name: "http", env: "REGISTRY_HTTP", value: "ADDR", default: "127.0.0.1:8080", help: "listen address for the page and read-only JSON" },
-    Flag { name: "check-interval", env: "REGISTRY_CHECK_INTERVAL", value: "DURATION", default: "5s", help: "time between two health checks of an endpoint" },
-    Flag { name: "check-timeout", env: "REGISTRY_CHECK_TIMEOUT", value: "DURATION", default: "2s", help: "how long one check may take" },
-    Flag { name: "failures-before-critical", env: "REGISTRY_FAILURES_BEFORE_CRITICAL", value: "N", default: "2", help: "failed checks in a row that make a passing endpoint critical" },
-    Flag { name: "deregister-critical-after", env: "REGISTRY_DEREGISTER_CRITICAL_AFTER", value: "DURATION", default: "30s", help: "remove an endpoint critical for this long" },
-    Flag { name: "check-concurrency", env: "REGISTRY_CHECK_CONCURRENCY", value: "N", default: "64", help: "health checks in flight at once (worker threads)" },
-    Flag { name: "max-endpoints", env: "REGISTRY_MAX_ENDPOINTS", value: "N", default: "100000", help: "refuse new registrations beyond this many endpoints (503)" },
+    Flag {
+        name: "api",
+        env: "REGISTRY_API",
+        value: "ADDR",
+        default: "127.0.0.1:10080",
+        help: "listen address for the API: writes and reads",
+    },
+    Flag {
+        name: "http",
+        env: "REGISTRY_HTTP",
+        value: "ADDR",
+        default: "127.0.0.1:8080",
+        help: "listen address for the page and read-only JSON",
+    },
+    Flag {
+        name: "check-interval",
+        env: "REGISTRY_CHECK_INTERVAL",
+        value: "DURATION",
+        default: "5s",
+        help: "time between two health checks of an endpoint",
+    },
+    Flag {
+        name: "check-timeout",
+        env: "REGISTRY_CHECK_TIMEOUT",
+        value: "DURATION",
+        default: "2s",
+        help: "how long one check may take",
+    },
+    Flag {
+        name: "failures-before-critical",
+        env: "REGISTRY_FAILURES_BEFORE_CRITICAL",
+        value: "N",
+        default: "2",
+        help: "failed checks in a row that make a passing endpoint critical",
+    },
+    Flag {
+        name: "deregister-critical-after",
+        env: "REGISTRY_DEREGISTER_CRITICAL_AFTER",
+        value: "DURATION",
+        default: "30s",
+        help: "remove an endpoint critical for this long",
+    },
+    Flag {
+        name: "check-concurrency",
+        env: "REGISTRY_CHECK_CONCURRENCY",
+        value: "N",
+        default: "64",
+        help: "health checks in flight at once (worker threads)",
+    },
+    Flag {
+        name: "max-endpoints",
+        env: "REGISTRY_MAX_ENDPOINTS",
+        value: "N",
+        default: "100000",
+        help: "refuse new registrations beyond this many endpoints (503)",
+    },
 ];
 
 fn main() -> ExitCode {
@@ -25,7 +73,15 @@ fn main() -> ExitCode {
     let config = match flags::parse(SPEC, args, |k| std::env::var(k).ok(), 0).and_then(|c| match c {
         Command::Run(values) => config(&values).map(Some),
         Command::Help => {
-            print!("{}", flags::usage("service-registry", "a registry of services on dynamic ports, with health checks", "[flags]", SPEC));
+            print!(
+                "{}",
+                flags::usage(
+                    "service-registry",
+                    "a registry of services on dynamic ports, with health checks",
+                    "[flags]",
+                    SPEC
+                )
+            );
             Ok(None)
         }
         Command::Version => {
@@ -46,7 +102,11 @@ fn main() -> ExitCode {
 
 fn config(values: &Values) -> Result<Config, FlagError> {
     let positive = |d: Duration| if d.is_zero() { Err("must be more than 0") } else { Ok(d) };
-    let duration = |name, default| values.parse_with(name, default, |s| duration::parse(s).map_err(|e| e.to_string()).and_then(|d| positive(d).map_err(str::to_string)));
+    let duration = |name, default| {
+        values.parse_with(name, default, |s| {
+            duration::parse(s).map_err(|e| e.to_string()).and_then(|d| positive(d).map_err(str::to_string))
+        })
+    };
     let count = |name, default: usize, max: usize| {
         values.parse_with(name, default, |s| match s.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -64,7 +124,10 @@ fn config(values: &Values) -> Result<Config, FlagError> {
         },
         thresholds: Thresholds {
             failures_before_critical: count("failures-before-critical", 2, 1000)? as u32,
-            deregister_critical_after: duration("deregister-critical-after", defaults.thresholds.deregister_critical_after)?,
+            deregister_critical_after: duration(
+                "deregister-critical-after",
+                defaults.thresholds.deregister_critical_after,
+            )?,
         },
         max_endpoints: count("max-endpoints", DEFAULT_MAX_ENDPOINTS, 10_000_000)?,
     })
@@ -72,7 +135,8 @@ fn config(values: &Values) -> Result<Config, FlagError> {
 
 fn run(config: &Config) -> ExitCode {
     log::info!("Starting service registry...");
-    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+    {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot handle signals: {e}");

@@ -54,7 +54,7 @@ th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-a
     for (status, count) in Status::ALL.iter().zip(counts) {
         let _ = write!(html, r#"<span class="{status}">{count} {status}</span>"#);
     }
-    let _ = write!(html, "<span>{} in all</span></p>\n", endpoints.len());
+    let _ = writeln!(html, "<span>{} in all</span></p>", endpoints.len());
     if endpoints.is_empty() {
         html.push_str("<p>No endpoints registered yet. Instances register with <code>POST /register</code> on the API port.</p>\n");
     } else {
@@ -100,10 +100,8 @@ mod tests {
 
     #[test]
     fn escapes_everything_a_client_sent() {
-        let html = render(
-            &[endpoint("a", Status::Critical, &["<script>alert(1)</script>"], Some("\"><img src=x>"))],
-            "1.0",
-        );
+        let html =
+            render(&[endpoint("a", Status::Critical, &["<script>alert(1)</script>"], Some("\"><img src=x>"))], "1.0");
         assert!(!html.contains("<script>alert(1)"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(!html.contains("<img src=x>"));

@@ -22,10 +22,7 @@ pub fn probe(address: SocketAddr, timeout: Duration) -> Outcome {
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, String> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| "timed out".to_string())
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| "timed out".to_string())
 }
 
 fn exchange(address: SocketAddr, deadline: Instant) -> Result<u16, String> {

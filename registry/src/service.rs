@@ -84,7 +84,8 @@ struct Serving {
 /// Binds both listeners, starts the checker and begins serving.
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let bind = |addr: &str, flag: &str| {
-        TcpListener::bind(addr).map_err(|source| StartError { what: format!("cannot listen on {addr} ({flag})"), source })
+        TcpListener::bind(addr)
+            .map_err(|source| StartError { what: format!("cannot listen on {addr} ({flag})"), source })
     };
     let api_listener = bind(&config.api, "-api")?;
     let ui_listener = bind(&config.http, "-http")?;
@@ -100,8 +101,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
 fn serve(listener: TcpListener, kind: Listener, registry: &Arc<Registry>) -> Result<(SocketAddr, Serving), StartError> {
     let failed = |source| StartError { what: format!("cannot serve the {kind:?} listener"), source };
     let addr = listener.local_addr().map_err(failed)?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| failed(io::Error::other(e.to_string())))?;
+    let server =
+        tiny_http::Server::from_listener(listener, None).map_err(|e| failed(io::Error::other(e.to_string())))?;
     let server = Arc::new(server);
     let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -141,8 +142,13 @@ fn respond(request: tiny_http::Request, reply: Reply) {
     for (name, value) in &reply.headers {
         headers.extend(tiny_http::Header::from_bytes(*name, value.as_bytes()));
     }
-    let response =
-        tiny_http::Response::new(tiny_http::StatusCode(reply.status), headers, Cursor::new(reply.body), Some(length), None);
+    let response = tiny_http::Response::new(
+        tiny_http::StatusCode(reply.status),
+        headers,
+        Cursor::new(reply.body),
+        Some(length),
+        None,
+    );
     // A client that hung up before its answer is not the registry's problem.
     let _ = request.respond(response);
 }

@@ -302,7 +302,11 @@ mod tests {
     use std::time::Duration;
 
     fn valid(name: &str, address: &str, tags: &[&str]) -> Valid {
-        Valid { name: name.into(), address: address.parse().unwrap(), tags: tags.iter().map(|t| t.to_string()).collect() }
+        Valid {
+            name: name.into(),
+            address: address.parse().unwrap(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
     }
 
     fn store() -> Store {
@@ -368,9 +372,15 @@ mod tests {
         let t0 = Instant::now();
         let i0 = s.index();
         let fail = Outcome::Fail("refused".into());
-        assert_eq!(s.record_check(&job, &fail, t0, SystemTime::now()), Applied::Recorded { from: Status::Pending, to: Status::Critical });
+        assert_eq!(
+            s.record_check(&job, &fail, t0, SystemTime::now()),
+            Applied::Recorded { from: Status::Pending, to: Status::Critical }
+        );
         assert!(s.index() > i0);
-        assert_eq!(s.record_check(&job, &fail, t0 + Duration::from_secs(29), SystemTime::now()), Applied::Recorded { from: Status::Critical, to: Status::Critical });
+        assert_eq!(
+            s.record_check(&job, &fail, t0 + Duration::from_secs(29), SystemTime::now()),
+            Applied::Recorded { from: Status::Critical, to: Status::Critical }
+        );
         assert_eq!(s.record_check(&job, &fail, t0 + Duration::from_secs(30), SystemTime::now()), Applied::Removed);
         assert!(s.get("a").is_none());
     }

@@ -29,9 +29,7 @@ pub fn name(name: &str) -> Result<(), String> {
         return Err(format!("Name is {} bytes long; the limit is {MAX_NAME_BYTES}", name.len()));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!(
-            "Name may contain only letters, digits, '.', '_' and '-', not {bad:?}"
-        ));
+        return Err(format!("Name may contain only letters, digits, '.', '_' and '-', not {bad:?}"));
     }
     Ok(())
 }

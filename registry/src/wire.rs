@@ -155,7 +155,9 @@ impl<'de> Visitor<'de> for BodyVisitor {
     type Value = Body;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object like {\"Name\": \"pod-abc\", \"Address\": \"10.240.0.2:52238\", \"Tags\": [\"web\"]}")
+        f.write_str(
+            "a JSON object like {\"Name\": \"pod-abc\", \"Address\": \"10.240.0.2:52238\", \"Tags\": [\"web\"]}",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
@@ -180,7 +182,8 @@ mod tests {
 
     #[test]
     fn decodes_the_go_clients_exact_body() {
-        let body = b"{\"Name\":\"dynamic-port-server-507527175-5bphp\",\"Address\":\"10.240.0.2:52238\",\"Tags\":null}\n";
+        let body =
+            b"{\"Name\":\"dynamic-port-server-507527175-5bphp\",\"Address\":\"10.240.0.2:52238\",\"Tags\":null}\n";
         let reg: Registration = serde_json::from_slice(body).unwrap();
         assert_eq!(
             reg,

@@ -1,0 +1,272 @@
+//! The server's configuration: the seed's flags, the Kubernetes environment it runs in, and
+//! what to fall back to when neither says.
+
+use service_registry::duration;
+use service_registry::flags::{self, Command, Flag, FlagError, Values};
+use service_registry::validate;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const SPEC: &[Flag] = &[
+    Flag {
+        name: "service-registry",
+        env: "DPS_SERVICE_REGISTRY",
+        value: "HOST:PORT",
+        default: "$SERVICE_REGISTRY_SERVICE_HOST:$SERVICE_REGISTRY_SERVICE_PORT, else 127.0.0.1:10080",
+        help: "the registry's API address",
+    },
+    Flag {
+        name: "service-instance-name",
+        env: "DPS_SERVICE_INSTANCE_NAME",
+        value: "NAME",
+        default: "$POD_NAME, else HOSTNAME-PORT",
+        help: "this instance's unique name in the registry",
+    },
+    Flag {
+        name: "advertised-ip",
+        env: "DPS_ADVERTISED_IP",
+        value: "IP",
+        default: "$HOST_IP, else the local address that routes to the registry",
+        help: "the IP to register, with the bound port",
+    },
+    Flag {
+        name: "port-range",
+        env: "DPS_PORT_RANGE",
+        value: "LOW-HIGH",
+        default: "any free port",
+        help: "bind the first free port of this range (one firewall rule covers every instance)",
+    },
+    Flag { name: "bind-ip", env: "DPS_BIND_IP", value: "IP", default: "0.0.0.0", help: "the local IP to listen on" },
+    Flag { name: "tags", env: "DPS_TAGS", value: "A,B", default: "", help: "comma-separated tags to register" },
+    Flag {
+        name: "register-interval",
+        env: "DPS_REGISTER_INTERVAL",
+        value: "DURATION",
+        default: "10s",
+        help: "re-register this often, so a restarted registry learns of this instance",
+    },
+    Flag {
+        name: "port-file",
+        env: "DPS_PORT_FILE",
+        value: "PATH",
+        default: "",
+        help: "write the bound port here (for the healthcheck subcommand and exec probes)",
+    },
+    Flag {
+        name: "register-instance-external-ip",
+        env: "",
+        value: "",
+        default: "",
+        help: "retired: use -advertised-ip or HOST_IP",
+    },
+];
+
+pub const USAGE_SYNOPSIS: &str = "[flags]\n       dynamic-port-server healthcheck -port-file=PATH";
+
+/// Everything the server is told at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `HOST:PORT` of the registry's API.
+    pub registry: String,
+    /// `None`: work it out from the hostname and port once bound.
+    pub name: Option<String>,
+    /// `None`: work it out from the route to the registry.
+    pub advertised_ip: Option<IpAddr>,
+    pub port_range: Option<RangeInclusive<u16>>,
+    pub bind_ip: IpAddr,
+    pub tags: Vec<String>,
+    pub register_interval: Duration,
+    pub port_file: Option<PathBuf>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Mode {
+    Serve(Config),
+    /// `healthcheck`: probe the server whose port is in this file.
+    Healthcheck(PathBuf),
+    Help,
+    Version,
+}
+
+/// Reads the command line and the environment.
+pub fn parse(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String> + Copy,
+) -> Result<Mode, FlagError> {
+    let values = match flags::parse(SPEC, args, env, 1)? {
+        Command::Run(values) => values,
+        Command::Help => return Ok(Mode::Help),
+        Command::Version => return Ok(Mode::Version),
+    };
+    match values.rest.first().map(String::as_str) {
+        None => {}
+        Some("healthcheck") => {
+            let path = values.get("port-file").ok_or_else(|| FlagError::MissingValue("port-file".into()))?;
+            return Ok(Mode::Healthcheck(PathBuf::from(path)));
+        }
+        Some(other) => return Err(FlagError::UnexpectedArgument(other.to_string())),
+    }
+    if values.is_set("register-instance-external-ip") {
+        return Err(FlagError::Retired {
+            flag: "register-instance-external-ip".into(),
+            instead: "it asked GCE's metadata server; pass -advertised-ip=IP, or set HOST_IP from the Downward API \
+                      (status.hostIP)"
+                .into(),
+        });
+    }
+    Ok(Mode::Serve(config(&values, env)?))
+}
+
+fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Config, FlagError> {
+    let k8s_registry =
+        || Some(format!("{}:{}", env("SERVICE_REGISTRY_SERVICE_HOST")?, env("SERVICE_REGISTRY_SERVICE_PORT")?));
+    let registry = match values.get("service-registry") {
+        Some(v) => v.to_string(),
+        None => k8s_registry().unwrap_or_else(|| "127.0.0.1:10080".into()),
+    };
+    if registry.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        return Err(invalid("service-registry", &registry, "expected HOST:PORT, like 10.0.0.10:10080"));
+    }
+    let name =
+        values.get("service-instance-name").map(str::to_string).or_else(|| env("POD_NAME").filter(|n| !n.is_empty()));
+    if let Some(name) = &name {
+        validate::name(name).map_err(|why| invalid("service-instance-name", name, &why))?;
+    }
+    let advertised_ip =
+        match values.get("advertised-ip").map(str::to_string).or_else(|| env("HOST_IP").filter(|v| !v.is_empty())) {
+            Some(ip) => {
+                Some(ip.parse().map_err(|_| invalid("advertised-ip", &ip, "expected an IP address, like 10.240.0.2"))?)
+            }
+            None => None,
+        };
+    let port_range = values.parse_with("port-range", None, |s| parse_port_range(s).map(Some))?;
+    let bind_ip = values.parse_with("bind-ip", IpAddr::from([0, 0, 0, 0]), |s| {
+        s.parse::<IpAddr>().map_err(|_| "expected an IP address, like 0.0.0.0".to_string())
+    })?;
+    let tags: Vec<String> = values
+        .get("tags")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    validate::tags(&tags).map_err(|why| invalid("tags", values.get("tags").unwrap_or(""), &why))?;
+    let register_interval =
+        values.parse_with("register-interval", Duration::from_secs(10), |s| match duration::parse(s) {
+            Ok(d) if d.is_zero() => Err("must be more than 0".to_string()),
+            other => other.map_err(|e| e.to_string()),
+        })?;
+    Ok(Config {
+        registry,
+        name,
+        advertised_ip,
+        port_range,
+        bind_ip,
+        tags,
+        register_interval,
+        port_file: values.get("port-file").map(PathBuf::from),
+    })
+}
+
+fn invalid(flag: &str, value: &str, reason: &str) -> FlagError {
+    FlagError::Invalid { flag: flag.into(), value: value.into(), reason: reason.into() }
+}
+
+/// Parses `LOW-HIGH`, both from 1 to 65535, LOW no more than HIGH.
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || "expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, like 40000-40100".to_string();
+    let (low, high) = text.split_once('-').ok_or_else(bad)?;
+    let (low, high): (u16, u16) = (low.trim().parse().map_err(|_| bad())?, high.trim().parse().map_err(|_| bad())?);
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok(low..=high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Mode, FlagError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse(args.iter().map(|s| s.to_string()), |k| env.get(k).cloned())
+    }
+
+    fn serve(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match parse_with(args, env) {
+            Ok(Mode::Serve(c)) => c,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kubernetes_environment_fills_the_defaults() {
+        let env = [
+            ("SERVICE_REGISTRY_SERVICE_HOST", "10.0.0.10"),
+            ("SERVICE_REGISTRY_SERVICE_PORT", "10080"),
+            ("POD_NAME", "dynamic-port-server-507527175-5bphp"),
+            ("HOST_IP", "10.240.0.2"),
+        ];
+        let c = serve(&[], &env);
+        assert_eq!(c.registry, "10.0.0.10:10080");
+        assert_eq!(c.name.as_deref(), Some("dynamic-port-server-507527175-5bphp"));
+        assert_eq!(c.advertised_ip, Some("10.240.0.2".parse().unwrap()));
+        // Flags win over the environment.
+        let c =
+            serve(&["-service-registry=1.2.3.4:1", "-advertised-ip", "10.0.0.1", "--service-instance-name=x"], &env);
+        assert_eq!((c.registry.as_str(), c.name.as_deref()), ("1.2.3.4:1", Some("x")));
+        assert_eq!(c.advertised_ip, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bare_defaults() {
+        let c = serve(&[], &[]);
+        assert_eq!(c.registry, "127.0.0.1:10080");
+        assert_eq!((c.name, c.advertised_ip, c.port_range), (None, None, None));
+        assert_eq!(c.register_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn tags_and_ranges() {
+        let c = serve(&["-tags", "web, eu,,", "-port-range=40000-40010"], &[]);
+        assert_eq!(c.tags, ["web", "eu"]);
+        assert_eq!(c.port_range, Some(40000..=40010));
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-port-range=10-5"], "invalid value \"10-5\" for -port-range"),
+            (&["-port-range=0-5"], "for -port-range"),
+            (&["-port-range=abc"], "for -port-range"),
+            (&["-port-range=1-70000"], "for -port-range"),
+            (&["-advertised-ip=nope"], "for -advertised-ip"),
+            (&["-service-registry=nohost"], "for -service-registry"),
+            (&["-service-instance-name=a/b"], "for -service-instance-name"),
+            (&["-register-interval=0s"], "must be more than 0"),
+            (&["-register-instance-external-ip"], "-register-instance-external-ip is not supported"),
+            (&["-bogus"], "unknown flag -bogus"),
+            (&["serve"], "unexpected argument"),
+            (&["healthcheck"], "-port-file needs a value"),
+        ];
+        for (args, want) in cases {
+            let err = parse_with(args, &[]).expect_err(&format!("{args:?}"));
+            let text = err.to_string();
+            assert!(text.contains(want), "{args:?}: {text}");
+            assert!(!text.contains('\n'), "one line: {text}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_subcommand() {
+        assert!(matches!(
+            parse_with(&["healthcheck", "-port-file=/run/p"], &[]),
+            Ok(Mode::Healthcheck(p)) if p == std::path::Path::new("/run/p")
+        ));
+    }
+}

@@ -1,0 +1,109 @@
+//! Keeping this instance registered: register at once, then every interval, so a restarted
+//! registry has it back within one interval; back off while the registry is away, and say so
+//! once per change of state rather than once per try.
+
+use service_registry::wire::{Deregistration, ErrorBody, Registration};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// First retry delay after a failure; it doubles up to the register interval.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long one registration request may take: well under any sensible interval.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Talks to the registry's API.
+pub struct Client {
+    agent: ureq::Agent,
+    registry: String,
+}
+
+impl Client {
+    /// A client of the registry at `HOST:PORT`.
+    pub fn new(registry: &str) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(concat!("dynamic-port-server/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Client { agent: config.into(), registry: registry.to_string() }
+    }
+
+    fn post(&self, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(), String> {
+        let url = format!("http://{}{path}", self.registry);
+        let mut response = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+        let reason = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
+        Err(format!("the registry answered {status}: {}", reason.trim()))
+    }
+
+    /// Registers (or renews) `registration`.
+    pub fn register(&self, registration: &Registration) -> Result<(), String> {
+        self.post("/register", serde_json::to_vec(registration).unwrap_or_default(), REQUEST_TIMEOUT)
+    }
+
+    /// Removes `name` from the registry, giving up after `timeout`.
+    pub fn deregister(&self, name: &str, timeout: Duration) -> Result<(), String> {
+        let body = serde_json::to_vec(&Deregistration { name: name.into() }).unwrap_or_default();
+        self.post("/deregister", body, timeout)
+    }
+}
+
+/// Where the registration loop stands, for logging changes once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Starting,
+    Registered,
+    Failing(String),
+}
+
+/// Registers now and every `interval` until `stop` receives or disconnects.
+pub fn keep_registered(client: &Client, registration: &Registration, interval: Duration, stop: &Receiver<()>) {
+    let mut state = State::Starting;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let wait = match client.register(registration) {
+            Ok(()) => {
+                match &state {
+                    State::Starting => {
+                        log::info!("Registered {} with the registry at {}", registration.name, client.registry)
+                    }
+                    State::Failing(_) => {
+                        log::warn!("Registered {} with the registry at {} again", registration.name, client.registry)
+                    }
+                    State::Registered => log::debug!("Renewed {}", registration.name),
+                }
+                state = State::Registered;
+                backoff = FIRST_BACKOFF;
+                interval
+            }
+            Err(why) => {
+                if state != State::Failing(why.clone()) {
+                    log::warn!(
+                        "Cannot register with the registry at {}: {why}; still serving, retrying every {} at most",
+                        client.registry,
+                        service_registry::duration::format(interval)
+                    );
+                }
+                state = State::Failing(why);
+                let wait = backoff.min(interval);
+                backoff = (backoff * 2).min(interval);
+                wait
+            }
+        };
+        match stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => continue,
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
