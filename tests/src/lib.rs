@@ -1,1 +1,230 @@
-//! Support for end-to-end tests.
+//! Support for end-to-end tests: run the real `service-registry` and `dynamic-port-server`
+//! binaries on loopback, read their logs, talk to them over HTTP, and clean up every process.
+//!
+//! Every wait here is bounded: [`eventually`] polls with a deadline and a fixed step.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use service_registry::wire::{Endpoint, Status};
+
+/// A built binary of this workspace. `cargo test --workspace` builds every package's binaries;
+/// they sit next to the `deps/` folder that holds this test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A running binary. Dropping it kills it (SIGKILL) and reaps it.
+pub struct Process {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pub name: String,
+}
+
+impl Process {
+    /// Starts `binary` with `args` and `envs` (on top of a cleaned environment), collecting its
+    /// stderr lines.
+    pub fn start(binary_name: &str, args: &[String], envs: &[(&str, String)]) -> Process {
+        let mut command = Command::new(binary(binary_name));
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Keep the Kubernetes defaults of the machine running the tests out of the way.
+        for var in ["SERVICE_REGISTRY_SERVICE_HOST", "SERVICE_REGISTRY_SERVICE_PORT", "POD_NAME", "HOST_IP"] {
+            command.env_remove(var);
+        }
+        command.env("RUST_LOG", "info");
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {binary_name}: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        Process { child, log, name: binary_name.to_string() }
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        eventually(timeout, || self.log().into_iter().find(|l| l.contains(needle)))
+            .unwrap_or_else(|| panic!("{} never logged {needle:?}; log:\n{}", self.name, self.log().join("\n")))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `INT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        eventually(timeout, || self.child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running registry and its two addresses.
+pub struct Registry {
+    pub process: Process,
+    pub api: SocketAddr,
+    pub ui: SocketAddr,
+}
+
+/// The address in a log line `... listening on ADDR`.
+fn address_in(line: &str) -> SocketAddr {
+    line.rsplit(' ').next().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+impl Registry {
+    /// Starts a registry with fast checks on loopback. `api` picks its API address (port 0:
+    /// any); `extra` adds flags.
+    pub fn start_at(api: &str, extra: &[&str]) -> Registry {
+        let mut args = vec![
+            format!("-api={api}"),
+            "-http=127.0.0.1:0".to_string(),
+            "-check-interval=100ms".to_string(),
+            "-check-timeout=500ms".to_string(),
+            "-deregister-critical-after=1s".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let process = Process::start("service-registry", &args, &[]);
+        let api = address_in(&process.wait_for_line("API listening on", Duration::from_secs(10)));
+        let ui = address_in(&process.wait_for_line("UI listening on", Duration::from_secs(10)));
+        Registry { process, api, ui }
+    }
+
+    /// Starts a registry on any free API port.
+    pub fn start(extra: &[&str]) -> Registry {
+        Registry::start_at("127.0.0.1:0", extra)
+    }
+
+    /// All endpoints, or `None` if the registry does not answer.
+    pub fn endpoints(&self) -> Option<Vec<Endpoint>> {
+        get_json(&format!("http://{}/endpoints", self.api))
+    }
+
+    /// One endpoint by name, if listed.
+    pub fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        self.endpoints()?.into_iter().find(|e| e.name == name)
+    }
+
+    /// Waits until `name` is listed with `status`, returning the record.
+    pub fn wait_for(&self, name: &str, status: Status, timeout: Duration) -> Endpoint {
+        eventually(timeout, || self.endpoint(name).filter(|e| e.status == status))
+            .unwrap_or_else(|| panic!("{name} never became {status}; listed: {:?}", self.endpoints()))
+    }
+}
+
+/// A running dynamic-port-server and the port it bound.
+pub struct Server {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts a server registering with `registry` as `name` at 127.0.0.1, renewing every
+    /// `interval`; `extra` adds flags.
+    pub fn start(registry: SocketAddr, name: &str, interval: &str, extra: &[&str]) -> Server {
+        let mut args = vec![
+            format!("-service-registry={registry}"),
+            format!("-service-instance-name={name}"),
+            "-advertised-ip=127.0.0.1".to_string(),
+            format!("-register-interval={interval}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::from_process(Process::start("dynamic-port-server", &args, &[]))
+    }
+
+    /// Wraps a started server process, reading its port from `Listening on 0.0.0.0:PORT`.
+    pub fn from_process(process: Process) -> Server {
+        let line = process.wait_for_line("Listening on", Duration::from_secs(10));
+        let port = address_in(&line).port();
+        Server { process, port }
+    }
+
+    /// `127.0.0.1:PORT`, where the server answers.
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// GETs `url` and decodes a 200 answer's JSON; `None` on any failure.
+pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
+    let (status, body) = get(url)?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+/// GETs `url`: status and body, or `None` if nothing answered.
+pub fn get(url: &str) -> Option<(u16, String)> {
+    let mut response = agent().get(url).header("User-Agent", "Go-http-client/1.1").call().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.body_mut().read_to_string().ok()?))
+}
