@@ -4,7 +4,7 @@
 use service_registry::checker::CheckConfig;
 use service_registry::flags::{self, Command, Flag, FlagError, Values};
 use service_registry::health::Thresholds;
-use service_registry::service::{self, Config, DEFAULT_MAX_ENDPOINTS};
+use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS};
 use service_registry::{duration, logging, VERSION};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +65,13 @@ const SPEC: &[Flag] = &[
         value: "N",
         default: "100000",
         help: "refuse new registrations beyond this many endpoints (503)",
+    },
+    Flag {
+        name: "max-connections",
+        env: "REGISTRY_MAX_CONNECTIONS",
+        value: "N",
+        default: "512",
+        help: "connections served at once on each listener; the next is answered 503",
     },
 ];
 
@@ -130,6 +137,7 @@ fn config(values: &Values) -> Result<Config, FlagError> {
             )?,
         },
         max_endpoints: count("max-endpoints", DEFAULT_MAX_ENDPOINTS, 10_000_000)?,
+        max_connections: count("max-connections", DEFAULT_MAX_CONNECTIONS, 100_000)?,
     })
 }
 

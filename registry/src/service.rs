@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// Everything the registry is told at start.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct Config {
     pub thresholds: Thresholds,
     /// `-max-endpoints`.
     pub max_endpoints: usize,
+    /// `-max-connections`: connections served at once on each listener.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -33,6 +36,7 @@ impl Default for Config {
             check: CheckConfig::default(),
             thresholds: Thresholds::default(),
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -40,6 +44,11 @@ impl Default for Config {
 /// Default cap on endpoints: ten times the largest fleet the benchmark runs, so a runaway
 /// client fills memory slowly enough to be noticed, not at once.
 pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
+
+/// Default cap on connections per listener. Each connection holds a thread while it lives;
+/// 512 is far above what a fleet's renewals need (they take milliseconds every few seconds)
+/// and far below what would exhaust memory or file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Threads taking requests off each listener. Handlers never block on the network (bodies are
 /// small and read by tiny_http's connection threads), so a few per core keep both cores busy.
@@ -93,16 +102,37 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let checker = Checker::start(store.clone(), config.check)
         .map_err(|source| StartError { what: "cannot start the health checker".into(), source })?;
     let registry = Arc::new(Registry { store, checker, views: Views::default() });
-    let api = serve(api_listener, Listener::Api, &registry)?;
-    let ui = serve(ui_listener, Listener::Ui, &registry)?;
+    let api = serve(api_listener, Listener::Api, &registry, limits(config))?;
+    let ui = serve(ui_listener, Listener::Ui, &registry, limits(config))?;
     Ok(Running { api_addr: api.0, ui_addr: ui.0, registry, listeners: vec![api.1, ui.1] })
 }
 
-fn serve(listener: TcpListener, kind: Listener, registry: &Arc<Registry>) -> Result<(SocketAddr, Serving), StartError> {
+/// What one client connection may cost: bounded time for a request to arrive, bounded sizes,
+/// and a bounded number of connections, so a slow or hostile client holds one thread for a
+/// few seconds at most and cannot make the registry read or buffer more than it needs.
+fn limits(config: &Config) -> tiny_http::Limits {
+    tiny_http::Limits {
+        max_connections: config.max_connections,
+        // Longer than the 15 s a ureq client keeps an idle connection, so renewals reuse it.
+        idle_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+        max_body_bytes: api::MAX_BODY_BYTES,
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    kind: Listener,
+    registry: &Arc<Registry>,
+    limits: tiny_http::Limits,
+) -> Result<(SocketAddr, Serving), StartError> {
     let failed = |source| StartError { what: format!("cannot serve the {kind:?} listener"), source };
     let addr = listener.local_addr().map_err(failed)?;
-    let server =
-        tiny_http::Server::from_listener(listener, None).map_err(|e| failed(io::Error::other(e.to_string())))?;
+    let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
+        .map_err(|e| failed(io::Error::other(e.to_string())))?;
     let server = Arc::new(server);
     let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();

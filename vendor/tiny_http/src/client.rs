@@ -2,12 +2,16 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::common::{HTTPVersion, Method};
+use crate::connection::Connection;
+use crate::limits::{Deadline, Limits};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -34,24 +38,42 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // dynamic-ports patch: the limits, a handle to set the socket's read timeout, and the
+    // deadline every read of this connection honours.
+    limits: Limits,
+    control: Option<Connection>,
+    deadline: Arc<Deadline>,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
     WrongRequestLine,
-    WrongHeader(HTTPVersion),
+    WrongHeader,
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// dynamic-ports patch: nothing arrived within the idle timeout; close quietly.
+    Idle,
+    /// dynamic-ports patch: the request line and headers passed `max_header_bytes`.
+    HeadersTooLarge,
+    /// dynamic-ports patch: the body is larger than `max_body_bytes`.
+    BodyTooLarge,
 }
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
+    /// dynamic-ports patch: bounded by `limits`; `control` is a second handle on the socket,
+    /// used to set its read timeout.
+    pub(crate) fn with_limits(
         write_socket: RefinedTcpStream,
-        mut read_socket: RefinedTcpStream,
+        read_socket: RefinedTcpStream,
+        limits: Limits,
+        control: Option<Connection>,
     ) -> ClientConnection {
+        let deadline = Arc::new(Deadline::default());
+        let mut read_socket = read_socket.with_deadline(deadline.clone());
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
 
@@ -65,6 +87,9 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            control,
+            deadline,
         }
     }
 
@@ -73,11 +98,20 @@ impl ClientConnection {
         self.secure
     }
 
+    /// dynamic-ports patch: bounds every read from now on: the socket timeout caps one read,
+    /// the deadline caps them all together.
+    fn expect_within(&self, timeout: std::time::Duration) {
+        if let Some(control) = &self.control {
+            let _ = control.set_read_timeout(Some(timeout));
+        }
+        self.deadline.set(Some(Instant::now() + timeout));
+    }
+
     /// Reads the next line from self.next_header_source.
     ///
     /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// at the first byte of the new line. `budget` is what is left of `max_header_bytes`.
+    fn read_next_line(&mut self, budget: &mut usize) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,14 +119,23 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(ReadError::ReadIoError)?,
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+
+            if *budget == 0 {
+                return Err(ReadError::HeadersTooLarge);
+            }
+            *budget -= 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| ReadError::WrongRequestLine);
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -104,10 +147,23 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // Idle: wait for the first byte of the next request, then give the whole head
+        // `header_timeout` from there.
+        self.expect_within(self.limits.idle_timeout);
+        let first = self.next_header_source.fill_buf_for_peek();
+        match first {
+            Ok(true) => {}
+            Ok(false) => return Err(ReadError::ReadIoError(IoError::new(ErrorKind::ConnectionAborted, "closed"))),
+            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ReadError::Idle),
+            Err(e) => return Err(ReadError::ReadIoError(e)),
+        }
+        self.expect_within(self.limits.header_timeout);
+        let mut budget = self.limits.max_header_bytes;
+
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(&mut budget)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,15 +174,14 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut budget)?;
 
                     if line.is_empty() {
                         break;
                     };
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
                         Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
+                        _ => return Err(ReadError::WrongHeader),
                     });
                 }
 
@@ -144,6 +199,7 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
+        self.expect_within(self.limits.body_timeout);
         let request = crate::request::new_request(
             self.secure,
             method,
@@ -153,6 +209,7 @@ impl ClientConnection {
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            self.limits.max_body_bytes,
         )
         .map_err(|e| {
             use crate::request;
@@ -161,17 +218,35 @@ impl ClientConnection {
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::ExpectationFailed(version)
                 }
+                request::RequestCreationError::BodyTooLarge => ReadError::BodyTooLarge,
             }
         })?;
+        // The body, if any, is in memory now; the socket is not read again until the next
+        // request, which sets its own deadline.
+        self.deadline.set(None);
 
         // return the request
         Ok(request)
+    }
+
+    /// dynamic-ports patch: answers an error the connection cannot recover from, with a JSON
+    /// body like the rest of the API, and closes the connection.
+    fn refuse(&mut self, status: u16, reason: &str, message: &str) {
+        let body = format!("{{\"error\": \"{message}\"}}");
+        let head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut writer = self.sink.next().unwrap();
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(body.as_bytes());
+        let _ = writer.flush();
+        self.no_more_requests = true;
     }
 }
 
 impl Iterator for ClientConnection {
     type Item = Request;
-
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
@@ -186,31 +261,36 @@ impl Iterator for ClientConnection {
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    self.refuse(400, "Bad Request", "malformed HTTP request line");
                     return None; // we don't know where the next request would start,
-                                 // se we have to close
                 }
 
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
+                Err(ReadError::WrongHeader) => {
+                    self.refuse(400, "Bad Request", "malformed HTTP header");
                     return None; // we don't know where the next request would start,
-                                 // se we have to close
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    self.refuse(408, "Request Timeout", "the request took too long to arrive");
                     return None; // closing the connection
+                }
+
+                Err(ReadError::Idle) => return None,
+
+                Err(ReadError::HeadersTooLarge) => {
+                    let message = format!(
+                        "the request line and headers are larger than {} bytes",
+                        self.limits.max_header_bytes
+                    );
+                    self.refuse(431, "Request Header Fields Too Large", &message);
+                    return None;
+                }
+
+                Err(ReadError::BodyTooLarge) => {
+                    let message =
+                        format!("request body is larger than the {}-byte limit", self.limits.max_body_bytes);
+                    self.refuse(413, "Payload Too Large", &message);
+                    return None;
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {

@@ -99,8 +99,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -111,6 +111,7 @@ use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+pub use limits::Limits;
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod test;
@@ -158,11 +160,43 @@ impl From<Request> for Message {
     }
 }
 
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
+// this makes sure that Server implements Share and Send
+const _: fn() = || {
+    fn must_be_share_and_send<T: Sync + Send>() {}
+    must_be_share_and_send::<Server>();
+};
+
+/// dynamic-ports patch: counts a connection as served while it lives.
+struct LiveConnection(Arc<AtomicUsize>);
+
+impl LiveConnection {
+    fn new(live: Arc<AtomicUsize>) -> LiveConnection {
+        live.fetch_add(1, AcqRel);
+        LiveConnection(live)
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AcqRel);
+    }
+}
+
+/// dynamic-ports patch: answers a connection beyond `max_connections` with 503 and closes it,
+/// from the accept thread: a short write to a fresh socket does not block.
+fn refuse_busy(mut sock: Connection, max_connections: usize) {
+    use std::io::Write;
+    let body = format!(
+        "{{\"error\": \"the server is serving its limit of {max_connections} connections; retry shortly\"}}"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = sock.write_all(answer.as_bytes());
+    let _ = sock.shutdown(Shutdown::Write);
+}
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
@@ -242,6 +276,16 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// dynamic-ports patch: like `from_listener`, with explicit [`Limits`] on connections,
+    /// read deadlines and sizes.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -289,9 +333,17 @@ impl Server {
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
+            // dynamic-ports patch: connections being served, for `Limits::max_connections`.
+            let live = Arc::new(AtomicUsize::new(0));
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
+                    Ok((sock, _)) if live.load(Acquire) >= limits.max_connections => {
+                        refuse_busy(sock, limits.max_connections);
+                        continue;
+                    }
                     Ok((sock, _)) => {
+                        let _ = sock.set_write_timeout(Some(limits.write_timeout));
+                        let control = sock.try_clone().ok();
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
@@ -310,7 +362,12 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::with_limits(
+                            write_closable,
+                            read_closable,
+                            limits.clone(),
+                            control,
+                        ))
                     }
                     Err(e) => Err(e),
                 };
@@ -319,7 +376,9 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
+                        let mut serving = Some(LiveConnection::new(live.clone()));
                         tasks_pool.spawn(Box::new(move || {
+                            let _serving = serving.take();
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {

@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -108,6 +107,9 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// dynamic-ports patch: the body is larger than `Limits::max_body_bytes`.
+    BodyTooLarge,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -134,7 +136,8 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
+    max_body_bytes: usize,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -183,46 +186,52 @@ where
         }
     };
 
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
+    // dynamic-ports patch: every body up to `max_body_bytes` is read here, in the connection's
+    // thread and under its read deadline, so the handler that gets the request never waits on
+    // a slow client; a larger one is refused before it is read (Content-Length) or as soon as
+    // it passes the limit (chunked). Only `Connection: upgrade` keeps the raw stream.
+    let mut expects_continue = expects_continue;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+    } else if content_length.map_or(false, |n| n > max_body_bytes) {
+        return Err(RequestCreationError::BodyTooLarge);
+    } else if content_length.map_or(false, |n| n > 0) || transfer_encoding.is_some() {
+        if expects_continue {
+            // The client waits for this before it sends the body we are about to read.
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            writer.flush()?;
+            expects_continue = false;
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        let mut buffer = Vec::new();
+        match content_length {
+            Some(content_length) => {
+                buffer.resize(content_length, 0);
+                let mut offset = 0;
+                while offset != content_length {
+                    let read = source_data.read(&mut buffer[offset..])?;
+                    if read == 0 {
+                        // the socket returned EOF, but we were before the expected content-length
+                        let info = "Connection has been closed before we received enough data";
+                        let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                        return Err(RequestCreationError::CreationIoError(err));
+                    }
+                    offset += read;
+                }
+            }
+            // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
+            // over the message (RFC2616 #3.6)
+            None => {
+                let limit = max_body_bytes as u64 + 1;
+                Decoder::new(&mut source_data).take(limit).read_to_end(&mut buffer)?;
+                if buffer.len() > max_body_bytes {
+                    return Err(RequestCreationError::BodyTooLarge);
+                }
+            }
+        }
+        Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
     } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
+        // no body, or neither a Content-Length nor a Transfer-Encoding: no data
         Box::new(io::empty()) as Box<dyn Read + Send + 'static>
     };
 

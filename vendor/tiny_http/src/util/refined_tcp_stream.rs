@@ -1,5 +1,8 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{Error as IoError, ErrorKind, Read, Write};
+use std::sync::Arc;
+
+use crate::limits::Deadline;
 use std::net::{Shutdown, SocketAddr};
 
 use crate::connection::Connection;
@@ -86,6 +89,7 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    deadline: Option<Arc<Deadline>>,
 }
 
 impl RefinedTcpStream {
@@ -101,15 +105,24 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            deadline: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            deadline: None,
         };
 
         (read, write)
+    }
+
+    /// dynamic-ports patch: makes every read of this stream fail with `TimedOut` once
+    /// `deadline` has passed.
+    pub(crate) fn with_deadline(mut self, deadline: Arc<Deadline>) -> RefinedTcpStream {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Returns true if this struct wraps around a secure connection.
@@ -137,7 +150,14 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        if self.deadline.as_ref().map_or(false, |d| d.passed()) {
+            return Err(IoError::new(ErrorKind::TimedOut, "read deadline passed"));
+        }
+        self.stream.read(buf).map_err(|e| match e.kind() {
+            // SO_RCVTIMEO expiring is reported as WouldBlock on Unix.
+            ErrorKind::WouldBlock => IoError::new(ErrorKind::TimedOut, "read timed out"),
+            _ => e,
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
@@ -107,6 +107,21 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
             writer: self.writer.clone(),
             on_finish: tx,
         })
+    }
+}
+
+impl<R: BufRead + Send> SequentialReader<R> {
+    /// dynamic-ports patch: waits for this reader's turn and for data, without consuming it.
+    /// `Ok(false)` at end of stream.
+    pub fn fill_buf_for_peek(&mut self) -> IoResult<bool> {
+        let mut reader = match mem::replace(&mut self.inner, SequentialReaderInner::Empty) {
+            SequentialReaderInner::MyTurn(reader) => reader,
+            SequentialReaderInner::Waiting(recv) => recv.recv().unwrap(),
+            SequentialReaderInner::Empty => unreachable!(),
+        };
+        let result = reader.fill_buf().map(|b| !b.is_empty());
+        self.inner = SequentialReaderInner::MyTurn(reader);
+        result
     }
 }
 
