@@ -31,6 +31,12 @@ const STOP_BUDGET: Duration = Duration::from_secs(2);
 /// How long a stop waits for a renewal already in flight.
 const RENEWAL_GRACE: Duration = Duration::from_millis(300);
 
+/// What one client may cost: the server only answers GETs, so a small body limit is plenty; a
+/// connection that dawdles is closed; the registry's probe opens one connection at a time.
+fn limits() -> tiny_http::Limits {
+    tiny_http::Limits { max_connections: 256, max_body_bytes: 16 * 1024, ..tiny_http::Limits::default() }
+}
+
 fn main() -> ExitCode {
     let mode = match config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(mode) => mode,
@@ -108,7 +114,9 @@ fn serve(config: Config) -> Result<(), String> {
     let advertised = SocketAddr::new(ip, bound.port());
     let name = config.name.clone().unwrap_or_else(|| advertise::default_name(advertise::hostname(), bound.port()));
 
-    let server = Arc::new(tiny_http::Server::from_listener(listener, None).map_err(|e| format!("cannot serve: {e}"))?);
+    let server = tiny_http::Server::from_listener_with_limits(listener, None, limits())
+        .map_err(|e| format!("cannot serve: {e}"))?;
+    let server = Arc::new(server);
     let identity = Arc::new(web::Identity { name: name.clone(), advertised, started });
     for i in 0..HANDLER_THREADS {
         let (server, identity) = (server.clone(), identity.clone());
