@@ -84,7 +84,10 @@ pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> 
     let method = request.method().clone();
     let read = matches!(method, Method::Get | Method::Head);
     match path {
-        "/healthz" if read => Reply::json(200, &serde_json::json!({"status": "ok"})),
+        "/healthz" if read => {
+            let hold = registry.store.eviction_hold().is_some();
+            Reply::json(200, &serde_json::json!({"status": "ok", "evictionHold": hold}))
+        }
         "/" if read => {
             let page = registry.views.page(&registry.store);
             Reply::shared(HTML, page.body)
@@ -95,10 +98,10 @@ pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> 
             method_not_allowed("POST", &format!("{path} takes POST with a JSON body"))
         }
         "/register" | "/deregister" if listener == Listener::Ui => read_only(),
-        "/register" => read_body(request).and_then(|b| register(registry, &b)).unwrap_or_else(|e| e),
-        "/deregister" => read_body(request).and_then(|b| deregister_body(registry, &b)).unwrap_or_else(|e| e),
+        "/register" => write(registry, request, register),
+        "/deregister" => write(registry, request, deregister_body),
         _ => match path.strip_prefix("/endpoints/") {
-            Some(raw) => one_endpoint(registry, listener, &method, raw),
+            Some(raw) => one_endpoint(registry, listener, request, raw),
             None => Reply::error(404, format!("no such path {:?}: see /endpoints, /register, /deregister", clip(path))),
         },
     }
@@ -108,7 +111,24 @@ fn read_only() -> Reply {
     method_not_allowed("GET, HEAD", "this is the read-only UI listener: send writes to the API listener (-api)")
 }
 
-fn one_endpoint(registry: &Registry, listener: Listener, method: &Method, raw: &str) -> Reply {
+/// Runs a write that takes a JSON body: token first, then the body, then `handler`.
+fn write(registry: &Registry, request: &mut Request, handler: fn(&Registry, &[u8]) -> Result<Reply, Reply>) -> Reply {
+    authorize(registry, request)
+        .and_then(|()| read_body(request))
+        .and_then(|body| handler(registry, &body))
+        .unwrap_or_else(|e| e)
+}
+
+/// Checks the write token, if one is configured.
+fn authorize(registry: &Registry, request: &Request) -> Result<(), Reply> {
+    let headers = request.headers().iter().map(|h| (h.field.as_str().as_str(), h.value.as_str()));
+    registry.token.check(headers).map_err(|why| {
+        Reply::error(401, why).with_header("WWW-Authenticate", "Bearer realm=\"service-registry\"".into())
+    })
+}
+
+fn one_endpoint(registry: &Registry, listener: Listener, request: &Request, raw: &str) -> Reply {
+    let method = request.method();
     let Some(name) = url::decode(raw, false) else {
         return Reply::error(400, "the Name in the path is not valid percent-encoded UTF-8");
     };
@@ -121,7 +141,10 @@ fn one_endpoint(registry: &Registry, listener: Listener, method: &Method, raw: &
             None => not_found(&name),
         },
         Method::Delete if listener == Listener::Ui => read_only(),
-        Method::Delete => deregister(registry, &name),
+        Method::Delete => match authorize(registry, request) {
+            Ok(()) => deregister(registry, &name),
+            Err(reply) => reply,
+        },
         _ => method_not_allowed("GET, HEAD, DELETE", "/endpoints/NAME answers GET and DELETE"),
     }
 }
@@ -190,6 +213,7 @@ const REGISTER_EXAMPLE: &str = r#"{"Name": "pod-abc", "Address": "10.240.0.2:522
 fn register(registry: &Registry, body: &[u8]) -> Result<Reply, Reply> {
     let registration: Registration = serde_json::from_slice(body).map_err(|e| body_error(&e, REGISTER_EXAMPLE))?;
     let valid = validate::registration(registration).map_err(|why| Reply::error(400, why))?;
+    registry.probe_policy.check(valid.address.ip()).map_err(|why| Reply::error(403, why))?;
     let registered = registry.store.register(valid, SystemTime::now()).map_err(|e| match e {
         StoreError::Full { limit } => Reply::error(
             503,

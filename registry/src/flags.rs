@@ -32,15 +32,24 @@ pub enum Command {
 /// Flag values as given on the command line or, failing that, in the environment.
 #[derive(Debug, Default)]
 pub struct Values {
-    values: HashMap<&'static str, String>,
+    /// Every value given, in order: a repeated flag keeps them all.
+    values: HashMap<&'static str, Vec<String>>,
     /// Positional words after the flags' own, for binaries with subcommands.
     pub rest: Vec<String>,
 }
 
 impl Values {
-    /// The raw value of a flag, if given on the command line or in its environment variable.
+    /// The raw value of a flag, if given on the command line or in its environment variable;
+    /// the last one when repeated.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values.get(name).and_then(|v| v.last()).map(String::as_str)
+    }
+
+    /// Every value of a repeatable flag, each also split at commas (`-allow-cidr=A,B`, and
+    /// the environment form, which can only be given once).
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        let given = self.values.get(name).map(Vec::as_slice).unwrap_or_default();
+        given.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|v| !v.is_empty()).collect()
     }
 
     /// A boolean switch: given bare, or as `=true`/`=false`.
@@ -139,14 +148,14 @@ pub fn parse(
             (None, true) => "true".to_string(),
             (None, false) => args.next().ok_or_else(|| FlagError::MissingValue(name.to_string()))?,
         };
-        values.values.insert(flag.name, value);
+        values.values.entry(flag.name).or_default().push(value);
     }
     for flag in spec {
         if flag.env.is_empty() || values.values.contains_key(flag.name) {
             continue;
         }
         if let Some(v) = env(flag.env).filter(|v| !v.is_empty()) {
-            values.values.insert(flag.name, v);
+            values.values.insert(flag.name, vec![v]);
         }
     }
     Ok(Command::Run(values))
@@ -213,6 +222,21 @@ mod tests {
         assert_eq!(api(&[], &[("T_API", "b:2")]).as_deref(), Some("b:2"));
         assert_eq!(api(&[], &[("T_API", "")]), None);
         assert_eq!(api(&[], &[]), None);
+    }
+
+    #[test]
+    fn repeated_flags_keep_every_value() {
+        match run(&["-api=a:1", "--api", "b:2,c:3"], &[]) {
+            Ok(Command::Run(v)) => {
+                assert_eq!(v.get("api"), Some("b:2,c:3"));
+                assert_eq!(v.get_all("api"), ["a:1", "b:2", "c:3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&[], &[("T_API", "x:1, y:2")]) {
+            Ok(Command::Run(v)) => assert_eq!(v.get_all("api"), ["x:1", "y:2"]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! flag parsing, durations and log format live here too, shared with `dynamic-port-server`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod checker;
+pub mod cidr;
 pub mod clock;
 pub mod duration;
 pub mod flags;
+pub mod guard;
 pub mod health;
 pub mod logging;
 pub mod page;

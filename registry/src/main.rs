@@ -1,8 +1,11 @@
 //! The `service-registry` binary: flags in, registry up, exit 0 on SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 
+use service_registry::access::{self, ProbePolicy, WriteToken};
 use service_registry::checker::CheckConfig;
+use service_registry::cidr::Cidr;
 use service_registry::flags::{self, Command, Flag, FlagError, Values};
+use service_registry::guard::GuardConfig;
 use service_registry::health::Thresholds;
 use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS};
 use service_registry::{duration, logging, VERSION};
@@ -73,6 +76,34 @@ const SPEC: &[Flag] = &[
         default: "512",
         help: "connections served at once on each listener; the next is answered 503",
     },
+    Flag {
+        name: "token-file",
+        env: "REGISTRY_TOKEN_FILE",
+        value: "PATH",
+        default: "",
+        help: "require the token in this file on every write (Authorization: Bearer TOKEN)",
+    },
+    Flag {
+        name: "allow-cidr",
+        env: "REGISTRY_ALLOW_CIDR",
+        value: "CIDR",
+        default: "any address but link-local",
+        help: "only accept Addresses in these ranges (repeat, or separate with commas); 403 otherwise",
+    },
+    Flag {
+        name: "eviction-guard-share",
+        env: "REGISTRY_EVICTION_GUARD_SHARE",
+        value: "FRACTION",
+        default: "0.5",
+        help: "hold removals when more than this share of passing endpoints fail in one interval (0: off)",
+    },
+    Flag {
+        name: "eviction-guard-max-hold",
+        env: "REGISTRY_EVICTION_GUARD_MAX_HOLD",
+        value: "DURATION",
+        default: "2m",
+        help: "the longest such a hold lasts",
+    },
 ];
 
 fn main() -> ExitCode {
@@ -138,6 +169,30 @@ fn config(values: &Values) -> Result<Config, FlagError> {
         },
         max_endpoints: count("max-endpoints", DEFAULT_MAX_ENDPOINTS, 10_000_000)?,
         max_connections: count("max-connections", DEFAULT_MAX_CONNECTIONS, 100_000)?,
+        token: WriteToken::new(
+            values.parse_with("token-file", None, |p| access::read_token_file(p).map(Some))?.as_deref(),
+        ),
+        probe_policy: ProbePolicy {
+            allow: values
+                .get_all("allow-cidr")
+                .into_iter()
+                .map(|c| {
+                    c.parse::<Cidr>().map_err(|e| FlagError::Invalid {
+                        flag: "allow-cidr".into(),
+                        value: c.into(),
+                        reason: e,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        guard: GuardConfig {
+            share: values.parse_with("eviction-guard-share", defaults.guard.share, |s| match s.parse::<f64>() {
+                Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+                _ => Err("must be a fraction from 0 to 1, like 0.5".to_string()),
+            })?,
+            max_hold: duration("eviction-guard-max-hold", defaults.guard.max_hold)?,
+            window: defaults.check.interval,
+        },
     })
 }
 

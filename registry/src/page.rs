@@ -23,8 +23,9 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Renders the page for `endpoints` (sorted by Name).
-pub fn render(endpoints: &[Endpoint], version: &str) -> String {
+/// Renders the page for `endpoints` (sorted by Name), with `banner` above the table when the
+/// registry has something to warn about.
+pub fn render(endpoints: &[Endpoint], version: &str, banner: Option<&str>) -> String {
     let mut counts = [0usize; 3];
     for e in endpoints {
         counts[Status::ALL.iter().position(|s| *s == e.status).unwrap_or(0)] += 1;
@@ -44,13 +45,18 @@ body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
 table{{border-collapse:collapse;width:100%}}
 th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-align:top}}
 .passing{{color:#1a7f37;font-weight:bold}}.pending{{color:#9a6700;font-weight:bold}}.critical{{color:#cf222e;font-weight:bold}}
+.banner{{background:#fff8c5;border:1px solid #d4a72c;padding:.6em 1em}}
 .counts span{{margin-right:1.5em}} .error{{color:#666;font-size:.9em}} footer{{margin-top:2em;color:#888;font-size:.8em}}
 </style>
 </head>
 <body>
 <h1>Service Registry</h1>
-<p class="counts">"#
+"#
     );
+    if let Some(banner) = banner {
+        let _ = writeln!(html, r#"<p class="banner" role="alert">{}</p>"#, escape(banner));
+    }
+    html.push_str(r#"<p class="counts">"#);
     for (status, count) in Status::ALL.iter().zip(counts) {
         let _ = write!(html, r#"<span class="{status}">{count} {status}</span>"#);
     }
@@ -100,8 +106,11 @@ mod tests {
 
     #[test]
     fn escapes_everything_a_client_sent() {
-        let html =
-            render(&[endpoint("a", Status::Critical, &["<script>alert(1)</script>"], Some("\"><img src=x>"))], "1.0");
+        let html = render(
+            &[endpoint("a", Status::Critical, &["<script>alert(1)</script>"], Some("\"><img src=x>"))],
+            "1.0",
+            None,
+        );
         assert!(!html.contains("<script>alert(1)"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(!html.contains("<img src=x>"));
@@ -119,6 +128,7 @@ mod tests {
                 endpoint("gamma", Status::Pending, &["web"], None),
             ],
             "0.1.0",
+            None,
         );
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/page.html");
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -131,7 +141,14 @@ mod tests {
     }
 
     #[test]
+    fn a_banner_is_shown_escaped_only_when_given() {
+        let html = render(&[], "0.1.0", Some("hold <b>"));
+        assert!(html.contains(r#"<p class="banner" role="alert">hold &lt;b&gt;</p>"#), "{html}");
+        assert!(!render(&[], "0.1.0", None).contains("class=\"banner\""));
+    }
+
+    #[test]
     fn an_empty_registry_says_how_to_register() {
-        assert!(render(&[], "0.1.0").contains("POST /register"));
+        assert!(render(&[], "0.1.0", None).contains("POST /register"));
     }
 }

@@ -1,8 +1,10 @@
 //! The running registry: the store, its checker and the two HTTP listeners, started together
 //! and stopped together. `main` and the tests both start it through [`start`].
 
+use crate::access::{ProbePolicy, WriteToken};
 use crate::api::{self, Listener, Reply};
 use crate::checker::{CheckConfig, Checker};
+use crate::guard::GuardConfig;
 use crate::health::Thresholds;
 use crate::store::Store;
 use crate::views::Views;
@@ -26,6 +28,12 @@ pub struct Config {
     pub max_endpoints: usize,
     /// `-max-connections`: connections served at once on each listener.
     pub max_connections: usize,
+    /// `-token-file`: the token every write must carry, if any.
+    pub token: WriteToken,
+    /// `-allow-cidr`: what registrations may point the checker at.
+    pub probe_policy: ProbePolicy,
+    /// `-eviction-guard-share` and `-eviction-guard-max-hold`; the window is the check interval.
+    pub guard: GuardConfig,
 }
 
 impl Default for Config {
@@ -37,6 +45,9 @@ impl Default for Config {
             thresholds: Thresholds::default(),
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            token: WriteToken::default(),
+            probe_policy: ProbePolicy::default(),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -59,6 +70,8 @@ pub struct Registry {
     pub store: Arc<Store>,
     pub checker: Checker,
     pub views: Views,
+    pub token: WriteToken,
+    pub probe_policy: ProbePolicy,
 }
 
 /// Why the registry could not start.
@@ -98,10 +111,17 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     };
     let api_listener = bind(&config.api, "-api")?;
     let ui_listener = bind(&config.http, "-http")?;
-    let store = Arc::new(Store::new(config.thresholds, config.max_endpoints));
+    let guard = GuardConfig { window: config.check.interval, ..config.guard };
+    let store = Arc::new(Store::new(config.thresholds, config.max_endpoints, guard));
     let checker = Checker::start(store.clone(), config.check)
         .map_err(|source| StartError { what: "cannot start the health checker".into(), source })?;
-    let registry = Arc::new(Registry { store, checker, views: Views::default() });
+    let registry = Arc::new(Registry {
+        store,
+        checker,
+        views: Views::default(),
+        token: config.token.clone(),
+        probe_policy: config.probe_policy.clone(),
+    });
     let api = serve(api_listener, Listener::Api, &registry, limits(config))?;
     let ui = serve(ui_listener, Listener::Ui, &registry, limits(config))?;
     Ok(Running { api_addr: api.0, ui_addr: ui.0, registry, listeners: vec![api.1, ui.1] })

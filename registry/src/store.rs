@@ -3,6 +3,7 @@
 //! the checker takes a [`CheckJob`], probes with the lock released, and reports back.
 
 use crate::clock;
+use crate::guard::{EvictionGuard, GuardConfig, GuardEvent, Hold};
 use crate::health::{Health, Outcome, Thresholds};
 use crate::validate::Valid;
 use crate::wire::{Endpoint, Status};
@@ -99,9 +100,9 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct State {
     entries: HashMap<String, Entry>,
+    guard: EvictionGuard,
     /// Grows with every change a watcher cares about: registrations that change something,
     /// removals, status, failure counts and errors. A passing check that only refreshes
     /// `LastCheck` leaves it alone, so watchers are not woken every few milliseconds.
@@ -129,9 +130,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// An empty store holding at most `max_endpoints`.
-    pub fn new(thresholds: Thresholds, max_endpoints: usize) -> Store {
-        Store { state: Mutex::new(State::default()), changed: Condvar::new(), thresholds, max_endpoints }
+    /// An empty store holding at most `max_endpoints`, its removals watched by an eviction
+    /// guard set by `guard`.
+    pub fn new(thresholds: Thresholds, max_endpoints: usize, guard: GuardConfig) -> Store {
+        let state = State {
+            entries: HashMap::new(),
+            guard: EvictionGuard::new(guard, Instant::now()),
+            index: 0,
+            version: 0,
+            next_generation: 0,
+        };
+        Store { state: Mutex::new(state), changed: Condvar::new(), thresholds, max_endpoints }
+    }
+
+    /// The eviction guard's hold, if one is in force.
+    pub fn eviction_hold(&self) -> Option<Hold> {
+        self.lock().guard.hold(Instant::now())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -264,7 +278,15 @@ impl Store {
         };
         let before = entry.health();
         let after = before.after(outcome, &self.thresholds, now);
-        if after.expired(&self.thresholds, now) {
+        let guard_event = state.guard.observe(before.status, *outcome == Outcome::Pass, now);
+        if let Some(event) = guard_event {
+            log_guard(&event);
+            // The page shows the hold, so its start and end are changes.
+            self.touched(&mut state, true);
+        }
+        let holding = state.guard.hold(now).is_some();
+        let Some(entry) = state.entries.get_mut(&job.name) else { return Applied::Stale };
+        if after.expired(&self.thresholds, now) && !holding {
             state.entries.remove(&job.name);
             self.touched(&mut state, true);
             return Applied::Removed;
@@ -296,6 +318,22 @@ impl Store {
     }
 }
 
+fn log_guard(event: &GuardEvent) {
+    match event {
+        GuardEvent::Hold { failed, of } => log::warn!(
+            "Holding removals: {failed} of {of} passing endpoints failed their checks within one interval, so the \
+             registry suspects its own network; they go critical but stay listed until most pass again"
+        ),
+        GuardEvent::ReleaseRecovered { passed, of } => {
+            log::warn!("Releasing the removal hold: {passed} of {of} checks passed in the last interval")
+        }
+        GuardEvent::ReleaseTimedOut { held } => log::warn!(
+            "Releasing the removal hold after {}: endpoints critical for too long are removed again",
+            crate::duration::format(*held)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +348,11 @@ mod tests {
     }
 
     fn store() -> Store {
-        Store::new(Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) }, 3)
+        Store::new(
+            Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) },
+            3,
+            GuardConfig::default(),
+        )
     }
 
     #[test]
@@ -351,7 +393,7 @@ mod tests {
 
     #[test]
     fn lists_are_sorted_and_filtered() {
-        let s = Store::new(Thresholds::default(), 10);
+        let s = Store::new(Thresholds::default(), 10, GuardConfig::default());
         for (n, tags) in [("c", &["web", "eu"][..]), ("a", &["web"]), ("b", &["db"])] {
             let r = s.register(valid(n, "10.0.0.1:80", tags), SystemTime::now()).unwrap();
             if n != "b" {

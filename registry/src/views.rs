@@ -45,7 +45,14 @@ impl Views {
     pub fn page(&self, store: &Store) -> Rendered {
         self.cached(store, Key::Page, || {
             let snapshot = store.list(&Filter::default());
-            let html = page::render(&snapshot.records, env!("CARGO_PKG_VERSION"));
+            let banner = store.eviction_hold().map(|hold| {
+                format!(
+                    "Removals are on hold: {} of {} passing endpoints failed their checks together, so the registry \
+                     suspects its own network. Critical endpoints stay listed until most checks pass again.",
+                    hold.failed, hold.of
+                )
+            });
+            let html = page::render(&snapshot.records, env!("CARGO_PKG_VERSION"), banner.as_deref());
             (snapshot.version, Rendered { index: snapshot.index, body: html.into_bytes().into() })
         })
     }

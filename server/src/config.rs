@@ -1,9 +1,9 @@
 //! The server's configuration: the seed's flags, the Kubernetes environment it runs in, and
 //! what to fall back to when neither says.
 
-use service_registry::duration;
 use service_registry::flags::{self, Command, Flag, FlagError, Values};
 use service_registry::validate;
+use service_registry::{access, duration};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -55,6 +55,13 @@ pub const SPEC: &[Flag] = &[
         help: "write the bound port here (for the healthcheck subcommand and exec probes)",
     },
     Flag {
+        name: "token-file",
+        env: "DPS_TOKEN_FILE",
+        value: "PATH",
+        default: "",
+        help: "send the registry's write token from this file (Authorization: Bearer)",
+    },
+    Flag {
         name: "register-instance-external-ip",
         env: "",
         value: "",
@@ -79,6 +86,8 @@ pub struct Config {
     pub tags: Vec<String>,
     pub register_interval: Duration,
     pub port_file: Option<PathBuf>,
+    /// The registry's write token, read from `-token-file`.
+    pub token: Option<String>,
 }
 
 /// What the command line asks for.
@@ -169,6 +178,7 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
         tags,
         register_interval,
         port_file: values.get("port-file").map(PathBuf::from),
+        token: values.parse_with("token-file", None, |p| access::read_token_file(p).map(Some))?,
     })
 }
 

@@ -132,7 +132,7 @@ fn serve(config: Config) -> Result<(), String> {
 
     log::info!("Registering advertised endpoint [{advertised}]");
     let registration = Registration { name: name.clone(), address: advertised.to_string(), tags: config.tags.clone() };
-    let client = Arc::new(registration::Client::new(&config.registry));
+    let client = Arc::new(registration::Client::new(&config.registry, config.token.as_deref()));
     let (stop_tx, stop_rx) = mpsc::channel();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     {

@@ -15,29 +15,37 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Client {
     agent: ureq::Agent,
     registry: String,
+    /// `Authorization` header value, when the registry wants a write token.
+    authorization: Option<String>,
 }
 
 impl Client {
-    /// A client of the registry at `HOST:PORT`.
-    pub fn new(registry: &str) -> Client {
+    /// A client of the registry at `HOST:PORT`, sending `token` with every write if given.
+    pub fn new(registry: &str, token: Option<&str>) -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(concat!("dynamic-port-server/", env!("CARGO_PKG_VERSION")))
             .build();
-        Client { agent: config.into(), registry: registry.to_string() }
+        Client {
+            agent: config.into(),
+            registry: registry.to_string(),
+            authorization: token.map(|t| format!("Bearer {t}")),
+        }
     }
 
     fn post(&self, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(), String> {
         let url = format!("http://{}{path}", self.registry);
-        let mut response = self
+        let mut request = self
             .agent
             .post(&url)
             .config()
             .timeout_global(Some(timeout))
             .build()
-            .header("Content-Type", "application/json")
-            .send(body)
-            .map_err(|e| e.to_string())?;
+            .header("Content-Type", "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = request.send(body).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
