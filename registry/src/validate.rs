@@ -28,6 +28,10 @@ pub fn name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_BYTES {
         return Err(format!("Name is {} bytes long; the limit is {MAX_NAME_BYTES}", name.len()));
     }
+    if name == "." || name == ".." {
+        // URLs resolve these as path segments, so /endpoints/.. could never be read or deleted.
+        return Err(format!("Name cannot be {name:?}: it is a path segment in URLs"));
+    }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         return Err(format!("Name may contain only letters, digits, '.', '_' and '-', not {bad:?}"));
     }
@@ -117,6 +121,8 @@ mod tests {
             (reg("a b", "1.2.3.4:5", &[]), "not ' '"),
             (reg("..%00", "1.2.3.4:5", &[]), "not '%'"),
             (reg("é", "1.2.3.4:5", &[]), "not 'é'"),
+            (reg("..", "1.2.3.4:5", &[]), "path segment"),
+            (reg(".", "1.2.3.4:5", &[]), "path segment"),
             (reg("a", "", &[]), "Address is required"),
             (reg("a", "localhost:80", &[]), "must be IP:PORT"),
             (reg("a", "1.2.3.4", &[]), "must be IP:PORT"),

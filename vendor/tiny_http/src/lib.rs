@@ -141,6 +141,10 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // dynamic-ports patch: the accept thread, joined on drop so the listening socket is closed
+    // by the time the server is gone (a restart in the same process can bind the port again).
+    accept_thread: Option<thread::JoinHandle<()>>,
 }
 
 enum Message {
@@ -328,7 +332,7 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
+        let accept_thread = thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
@@ -411,6 +415,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            accept_thread: Some(accept_thread),
         })
     }
 
@@ -491,6 +496,10 @@ impl Drop for Server {
         };
         if let Ok(stream) = maybe_stream {
             let _ = stream.shutdown(Shutdown::Both);
+            // Woken, the accept thread sees `close` and returns, dropping the listener.
+            if let Some(thread) = self.accept_thread.take() {
+                let _ = thread.join();
+            }
         }
 
         #[cfg(unix)]
