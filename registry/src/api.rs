@@ -1,12 +1,14 @@
 //! Routing: one function from a request to a reply. Status codes are chosen here and nowhere
 //! else; the HTTP loop only reads, calls and responds.
 
+use crate::blocking::{self, Wait};
 use crate::service::Registry;
 use crate::store::{Change, Filter, StoreError};
 use crate::url;
 use crate::validate::{self, clip};
 use crate::wire::{Deregistration, ErrorBody, Registration, Status};
-use std::io::Read;
+use std::io::{Cursor, Read};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tiny_http::{Method, Request};
@@ -22,6 +24,16 @@ pub enum Listener {
     Api,
     /// `-http`: the page and read-only JSON. Never a write.
     Ui,
+}
+
+impl Listener {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Api => "api",
+            Listener::Ui => "ui",
+        }
+    }
 }
 
 /// A reply body: fresh bytes, or a cached rendering shared between replies.
@@ -51,6 +63,8 @@ pub struct Reply {
 
 const JSON: &str = "application/json";
 const HTML: &str = "text/html; charset=utf-8";
+/// The Prometheus text exposition format.
+const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Reply {
     fn json(status: u16, value: &impl serde::Serialize) -> Reply {
@@ -67,9 +81,55 @@ impl Reply {
         Reply { status: 200, content_type, headers: Vec::new(), body: Body::Shared(body) }
     }
 
-    fn with_header(mut self, name: &'static str, value: String) -> Reply {
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
         self.headers.push((name, value));
         self
+    }
+}
+
+/// A read that may wait for a change: what to render once it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Later {
+    List(Filter),
+    One(String),
+    Page,
+}
+
+impl Later {
+    /// The route label, for metrics.
+    pub fn route(&self) -> &'static str {
+        match self {
+            Later::List(_) => "/endpoints",
+            Later::One(_) => "/endpoints/NAME",
+            Later::Page => "/",
+        }
+    }
+}
+
+/// The outcome of routing: an answer now, or a blocking query to park.
+pub enum Routed {
+    Now(Reply),
+    Wait(Wait, Later),
+}
+
+/// The path of a URL, without its query.
+pub fn path_of(url: &str) -> &str {
+    url::split(url).0
+}
+
+/// The route label of a path, for metrics: a fixed set, whatever clients send.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/healthz" => "/healthz",
+        "/endpoints" => "/endpoints",
+        "/register" => "/register",
+        "/deregister" => "/deregister",
+        "/metrics" => "/metrics",
+        "/v1/sd" => "/v1/sd",
+        p if p.starts_with("/endpoints/") => "/endpoints/NAME",
+        _ => "other",
     }
 }
 
@@ -77,23 +137,36 @@ fn method_not_allowed(allow: &'static str, message: &str) -> Reply {
     Reply::error(405, message).with_header("Allow", allow.to_string())
 }
 
-/// Answers one request.
-pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> Reply {
+/// Answers one request, or says how to wait for its answer.
+pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> Routed {
     let url = request.url().to_string();
     let (path, query) = url::split(&url);
     let method = request.method().clone();
     let read = matches!(method, Method::Get | Method::Head);
-    match path {
+    let Some(pairs) = url::query_pairs(query) else {
+        return Routed::Now(Reply::error(400, "the query string is not valid percent-encoded UTF-8"));
+    };
+    let reply = match path {
         "/healthz" if read => {
             let hold = registry.store.eviction_hold().is_some();
             Reply::json(200, &serde_json::json!({"status": "ok", "evictionHold": hold}))
         }
-        "/" if read => {
-            let page = registry.views.page(&registry.store);
-            Reply::shared(HTML, page.body)
+        "/metrics" if read => {
+            let text = registry.metrics.render(registry.store.counts());
+            Reply { status: 200, content_type: METRICS, headers: Vec::new(), body: Body::Owned(text.into_bytes()) }
         }
-        "/endpoints" if read => list(registry, query),
-        "/healthz" | "/" | "/endpoints" => method_not_allowed("GET, HEAD", &format!("{path} answers GET only")),
+        "/v1/sd" if read => match filter(&pairs) {
+            Ok(filter) => Reply::json(200, &sd_targets(registry, filter)),
+            Err(reply) => reply,
+        },
+        "/" if read => return blocking_read(registry, &pairs, Later::Page),
+        "/endpoints" if read => match filter(&pairs) {
+            Ok(filter) => return blocking_read(registry, &pairs, Later::List(filter)),
+            Err(reply) => reply,
+        },
+        "/healthz" | "/" | "/endpoints" | "/metrics" | "/v1/sd" => {
+            method_not_allowed("GET, HEAD", &format!("{path} answers GET only"))
+        }
         "/register" | "/deregister" if method != Method::Post => {
             method_not_allowed("POST", &format!("{path} takes POST with a JSON body"))
         }
@@ -101,10 +174,72 @@ pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> 
         "/register" => write(registry, request, register),
         "/deregister" => write(registry, request, deregister_body),
         _ => match path.strip_prefix("/endpoints/") {
-            Some(raw) => one_endpoint(registry, listener, request, raw),
+            Some(raw) => match one_endpoint(registry, listener, request, raw) {
+                Ok(name) => return blocking_read(registry, &pairs, Later::One(name)),
+                Err(reply) => reply,
+            },
             None => Reply::error(404, format!("no such path {:?}: see /endpoints, /register, /deregister", clip(path))),
         },
+    };
+    Routed::Now(reply)
+}
+
+/// A read that waits when asked to (`?index=`) and the index has not yet passed.
+fn blocking_read(registry: &Registry, pairs: &[(String, String)], later: Later) -> Routed {
+    match blocking::requested(pairs) {
+        Err(why) => Routed::Now(Reply::error(400, why)),
+        Ok(Some(wait)) if registry.store.index() <= wait.seen => Routed::Wait(wait, later),
+        Ok(_) => Routed::Now(answer(registry, &later)),
     }
+}
+
+/// Renders a read's answer, with the watch index it reflects.
+pub fn answer(registry: &Registry, later: &Later) -> Reply {
+    match later {
+        Later::List(filter) => {
+            let rendered = registry.views.endpoints(&registry.store, filter);
+            Reply::shared(JSON, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+        }
+        Later::Page => {
+            let rendered = registry.views.page(&registry.store);
+            Reply::shared(HTML, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+        }
+        Later::One(name) => {
+            let index = registry.store.index();
+            match registry.store.get(name) {
+                Some(record) => Reply::json(200, &record),
+                None => not_found(name),
+            }
+            .with_header("X-Registry-Index", index.to_string())
+        }
+    }
+}
+
+/// Sends a reply, logs it at debug and counts it.
+pub fn respond(registry: &Registry, request: Request, listener: Listener, route: &'static str, reply: Reply) {
+    log::debug!(
+        "{} {} {} {}",
+        request.remote_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
+        request.method(),
+        request.url(),
+        reply.status
+    );
+    registry.metrics.request(listener.as_str(), route, reply.status);
+    let length = reply.body.as_ref().len();
+    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+    headers.extend(tiny_http::Header::from_bytes("Content-Type", reply.content_type));
+    for (name, value) in &reply.headers {
+        headers.extend(tiny_http::Header::from_bytes(*name, value.as_bytes()));
+    }
+    let response = tiny_http::Response::new(
+        tiny_http::StatusCode(reply.status),
+        headers,
+        Cursor::new(reply.body),
+        Some(length),
+        None,
+    );
+    // A client that hung up before its answer is not the registry's problem.
+    let _ = request.respond(response);
 }
 
 fn read_only() -> Reply {
@@ -127,25 +262,16 @@ fn authorize(registry: &Registry, request: &Request) -> Result<(), Reply> {
     })
 }
 
-fn one_endpoint(registry: &Registry, listener: Listener, request: &Request, raw: &str) -> Reply {
-    let method = request.method();
-    let Some(name) = url::decode(raw, false) else {
-        return Reply::error(400, "the Name in the path is not valid percent-encoded UTF-8");
-    };
-    if let Err(why) = validate::name(&name) {
-        return Reply::error(400, why);
-    }
-    match method {
-        Method::Get | Method::Head => match registry.store.get(&name) {
-            Some(record) => Reply::json(200, &record),
-            None => not_found(&name),
-        },
-        Method::Delete if listener == Listener::Ui => read_only(),
-        Method::Delete => match authorize(registry, request) {
-            Ok(()) => deregister(registry, &name),
-            Err(reply) => reply,
-        },
-        _ => method_not_allowed("GET, HEAD, DELETE", "/endpoints/NAME answers GET and DELETE"),
+/// `/endpoints/NAME`: the Name to read, or the answer to a DELETE or a bad request.
+fn one_endpoint(registry: &Registry, listener: Listener, request: &Request, raw: &str) -> Result<String, Reply> {
+    let name = url::decode(raw, false)
+        .ok_or_else(|| Reply::error(400, "the Name in the path is not valid percent-encoded UTF-8"))?;
+    validate::name(&name).map_err(|why| Reply::error(400, why))?;
+    match request.method() {
+        Method::Get | Method::Head => Ok(name),
+        Method::Delete if listener == Listener::Ui => Err(read_only()),
+        Method::Delete => Err(authorize(registry, request).map(|()| deregister(registry, &name)).unwrap_or_else(|e| e)),
+        _ => Err(method_not_allowed("GET, HEAD, DELETE", "/endpoints/NAME answers GET and DELETE")),
     }
 }
 
@@ -153,32 +279,51 @@ fn not_found(name: &str) -> Reply {
     Reply::error(404, format!("no endpoint named {name:?} is registered"))
 }
 
-fn list(registry: &Registry, query: &str) -> Reply {
-    let Some(pairs) = url::query_pairs(query) else {
-        return Reply::error(400, "the query string is not valid percent-encoded UTF-8");
-    };
+/// The `status` and `tag` filters of a listing.
+fn filter(pairs: &[(String, String)]) -> Result<Filter, Reply> {
     let mut filter = Filter::default();
     for (key, value) in pairs {
         match key.as_str() {
-            "status" => match Status::parse(&value) {
-                Some(s) => filter.status = Some(s),
-                None => {
-                    return Reply::error(
-                        400,
-                        format!("status must be passing, pending or critical, not {:?}", clip(&value)),
-                    )
-                }
-            },
-            "tag" => filter.tags.push(value),
+            "status" => {
+                filter.status = Some(Status::parse(value).ok_or_else(|| {
+                    Reply::error(400, format!("status must be passing, pending or critical, not {:?}", clip(value)))
+                })?)
+            }
+            "tag" => filter.tags.push(value.clone()),
             // Unknown parameters are ignored, as most HTTP APIs do, so newer clients still work.
             _ => {}
         }
     }
-    let rendered = registry.views.endpoints(&registry.store, &filter);
-    Reply::shared(JSON, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+    Ok(filter)
 }
 
-/// Reads a request body of at most [`MAX_BODY_BYTES`].
+/// One target group of Prometheus HTTP service discovery.
+#[derive(serde::Serialize)]
+struct TargetGroup {
+    targets: [String; 1],
+    labels: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// `GET /v1/sd`: the passing endpoints (and any `tag` filter) as Prometheus `http_sd_configs`
+/// target groups, one per endpoint, with its name and tags as `__meta_dynamic_ports_*` labels.
+fn sd_targets(registry: &Registry, mut filter: Filter) -> Vec<TargetGroup> {
+    filter.status = Some(Status::Passing);
+    let snapshot = registry.store.list(&filter);
+    snapshot
+        .records
+        .into_iter()
+        .map(|e| {
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("__meta_dynamic_ports_name", e.name);
+            // Separators at both ends, as Prometheus's Consul discovery does, so a relabel
+            // regex `.*,web,.*` matches whole tags.
+            labels.insert("__meta_dynamic_ports_tags", format!(",{},", e.tags.join(",")));
+            labels.insert("__meta_dynamic_ports_registered_at", e.registered_at);
+            TargetGroup { targets: [e.address], labels }
+        })
+        .collect()
+}
+
 fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     let too_large = || Reply::error(413, format!("request body is larger than the {MAX_BODY_BYTES}-byte limit"));
     if request.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
@@ -226,6 +371,7 @@ fn register(registry: &Registry, body: &[u8]) -> Result<Reply, Reply> {
         Change::Moved => log::info!("Registered {} at {} (moved)", record.name, record.address),
         Change::Renewed => log::debug!("Renewed {} at {}", record.name, record.address),
     }
+    registry.metrics.registrations.fetch_add(1, Relaxed);
     if let Some(job) = registered.check_now {
         registry.checker.check_now(job);
     }
@@ -242,6 +388,7 @@ fn deregister(registry: &Registry, name: &str) -> Reply {
     match registry.store.deregister(name) {
         Some(record) => {
             log::info!("Deregistered {} at {}", record.name, record.address);
+            registry.metrics.deregistrations.fetch_add(1, Relaxed);
             Reply::json(200, &record)
         }
         None => not_found(name),

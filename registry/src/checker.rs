@@ -3,6 +3,7 @@
 //! else; the lock on the store is never held while a probe waits.
 
 use crate::health::Outcome;
+use crate::metrics::Metrics;
 use crate::probe::probe;
 use crate::store::{Applied, CheckJob, Store};
 use crate::wire::Status;
@@ -56,16 +57,16 @@ pub struct Checker {
 
 impl Checker {
     /// Starts the scheduler and `config.workers` workers over `store`.
-    pub fn start(store: Arc<Store>, config: CheckConfig) -> std::io::Result<Checker> {
+    pub fn start(store: Arc<Store>, config: CheckConfig, metrics: Arc<Metrics>) -> std::io::Result<Checker> {
         let (tx, rx) = channel();
         let (work_tx, work_rx) = channel::<Work>();
         let work_rx = Arc::new(Mutex::new(work_rx));
         for i in 0..config.workers.max(1) {
-            let (store, work_rx, done_tx) = (store.clone(), work_rx.clone(), tx.clone());
+            let (store, work_rx, done_tx, metrics) = (store.clone(), work_rx.clone(), tx.clone(), metrics.clone());
             thread::Builder::new()
                 .name(format!("check-{i}"))
                 .stack_size(WORKER_STACK)
-                .spawn(move || work(&store, &work_rx, &done_tx, config.timeout))?;
+                .spawn(move || work(&store, &metrics, &work_rx, &done_tx, config.timeout))?;
         }
         let scheduler_store = store.clone();
         thread::Builder::new()
@@ -153,14 +154,25 @@ fn schedule(store: &Store, rx: &Receiver<Message>, work_tx: &Sender<Work>, inter
     }
 }
 
-fn work(store: &Store, work_rx: &Mutex<Receiver<Work>>, done_tx: &Sender<Message>, timeout: Duration) {
+fn work(
+    store: &Store,
+    metrics: &Metrics,
+    work_rx: &Mutex<Receiver<Work>>,
+    done_tx: &Sender<Message>,
+    timeout: Duration,
+) {
     loop {
         let next = work_rx.lock().map(|rx| rx.recv());
         let Ok(Ok(Work { job, due, first })) = next else { return };
+        let started = Instant::now();
         let outcome = probe(job.address, timeout);
+        metrics.probe(outcome == Outcome::Pass, started.elapsed());
         log::debug!("probe {} at {}: {:?}", job.name, job.address, outcome);
         let applied = store.record_check(&job, &outcome, Instant::now(), SystemTime::now());
         report(&job, &outcome, &applied);
+        if applied == Applied::Removed {
+            metrics.removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let alive = matches!(applied, Applied::Recorded { .. });
         if done_tx.send(Message::Done { job, due, first, alive }).is_err() {
             return;

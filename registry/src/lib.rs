@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod api;
+pub mod blocking;
 pub mod checker;
 pub mod cidr;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod flags;
 pub mod guard;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod page;
 pub mod probe;
 pub mod service;
@@ -23,6 +25,7 @@ pub mod store;
 pub mod url;
 pub mod validate;
 pub mod views;
+pub mod watch;
 pub mod wire;
 
 /// The version both binaries report.

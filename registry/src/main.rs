@@ -7,8 +7,8 @@ use service_registry::cidr::Cidr;
 use service_registry::flags::{self, Command, Flag, FlagError, Values};
 use service_registry::guard::GuardConfig;
 use service_registry::health::Thresholds;
-use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS};
-use service_registry::{duration, logging, VERSION};
+use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS};
+use service_registry::{duration, logging, watch, VERSION};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -77,6 +77,13 @@ const SPEC: &[Flag] = &[
         help: "connections served at once on each listener; the next is answered 503",
     },
     Flag {
+        name: "max-watchers",
+        env: "REGISTRY_MAX_WATCHERS",
+        value: "N",
+        default: "256",
+        help: "blocking queries (?index=) waiting at once; the next is answered 429",
+    },
+    Flag {
         name: "token-file",
         env: "REGISTRY_TOKEN_FILE",
         value: "PATH",
@@ -107,7 +114,11 @@ const SPEC: &[Flag] = &[
 ];
 
 fn main() -> ExitCode {
-    let args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("watch") {
+        args.next();
+        return watch(args);
+    }
     let config = match flags::parse(SPEC, args, |k| std::env::var(k).ok(), 0).and_then(|c| match c {
         Command::Run(values) => config(&values).map(Some),
         Command::Help => {
@@ -116,7 +127,7 @@ fn main() -> ExitCode {
                 flags::usage(
                     "service-registry",
                     "a registry of services on dynamic ports, with health checks",
-                    "[flags]",
+                    "[flags]\n       service-registry watch [-registry=HOST:PORT] [-status=S] [-tag=T] [-once]",
                     SPEC
                 )
             );
@@ -136,6 +147,25 @@ fn main() -> ExitCode {
     };
     logging::init();
     run(&config)
+}
+
+/// `service-registry watch`: print the table whenever it changes.
+fn watch(args: impl Iterator<Item = String>) -> ExitCode {
+    let options = match watch::parse(args, |k| std::env::var(k).ok()) {
+        Ok(Some(options)) => options,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("service-registry watch: {e} (see service-registry watch --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match watch::run(&options, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("service-registry watch: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn config(values: &Values) -> Result<Config, FlagError> {
@@ -193,6 +223,7 @@ fn config(values: &Values) -> Result<Config, FlagError> {
             max_hold: duration("eviction-guard-max-hold", defaults.guard.max_hold)?,
             window: defaults.check.interval,
         },
+        max_waiters: count("max-watchers", DEFAULT_MAX_WAITERS, 100_000)?,
     })
 }
 

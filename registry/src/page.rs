@@ -4,7 +4,7 @@
 use crate::wire::{Endpoint, Status};
 use std::fmt::Write;
 
-/// Seconds between the page's own refreshes.
+/// Seconds between the page's own refreshes when JavaScript is off.
 const REFRESH_SECONDS: u32 = 5;
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -23,9 +23,30 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Renders the page for `endpoints` (sorted by Name), with `banner` above the table when the
-/// registry has something to warn about.
-pub fn render(endpoints: &[Endpoint], version: &str, banner: Option<&str>) -> String {
+/// Holds a blocking query for the next change and swaps in the new table; without JavaScript
+/// the page refreshes itself instead (the `noscript` meta tag).
+const LIVE_SCRIPT: &str = r#"<script>
+(function () {
+  var main = document.getElementById("registry");
+  function next() {
+    fetch("/?index=" + main.dataset.index + "&wait=30s", {cache: "no-store"})
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("registry");
+        main.replaceWith(fresh);
+        main = fresh;
+        next();
+      })
+      .catch(function () { setTimeout(next, 2000); });
+  }
+  next();
+})();
+</script>
+"#;
+
+/// Renders the page for `endpoints` (sorted by Name) as of watch index `index`, with `banner`
+/// above the table when the registry has something to warn about.
+pub fn render(endpoints: &[Endpoint], index: u64, version: &str, banner: Option<&str>) -> String {
     let mut counts = [0usize; 3];
     for e in endpoints {
         counts[Status::ALL.iter().position(|s| *s == e.status).unwrap_or(0)] += 1;
@@ -37,7 +58,7 @@ pub fn render(endpoints: &[Endpoint], version: &str, banner: Option<&str>) -> St
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Service Registry</title>
 <style>
@@ -51,6 +72,7 @@ th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-a
 </head>
 <body>
 <h1>Service Registry</h1>
+<main id="registry" data-index="{index}">
 "#
     );
     if let Some(banner) = banner {
@@ -81,7 +103,8 @@ th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-a
     }
     let _ = write!(
         html,
-        "<footer>service-registry {} &middot; JSON at <a href=\"/endpoints\">/endpoints</a> &middot; refreshes every {REFRESH_SECONDS}s</footer>\n</body>\n</html>\n",
+        "</main>\n<footer>service-registry {} &middot; JSON at <a href=\"/endpoints\">/endpoints</a> &middot; updates live \
+         (every {REFRESH_SECONDS}s without JavaScript)</footer>\n{LIVE_SCRIPT}</body>\n</html>\n",
         escape(version)
     );
     html
@@ -108,6 +131,7 @@ mod tests {
     fn escapes_everything_a_client_sent() {
         let html = render(
             &[endpoint("a", Status::Critical, &["<script>alert(1)</script>"], Some("\"><img src=x>"))],
+            1,
             "1.0",
             None,
         );
@@ -127,6 +151,7 @@ mod tests {
                 endpoint("beta", Status::Critical, &[], Some("connection refused")),
                 endpoint("gamma", Status::Pending, &["web"], None),
             ],
+            42,
             "0.1.0",
             None,
         );
@@ -142,13 +167,13 @@ mod tests {
 
     #[test]
     fn a_banner_is_shown_escaped_only_when_given() {
-        let html = render(&[], "0.1.0", Some("hold <b>"));
+        let html = render(&[], 1, "0.1.0", Some("hold <b>"));
         assert!(html.contains(r#"<p class="banner" role="alert">hold &lt;b&gt;</p>"#), "{html}");
-        assert!(!render(&[], "0.1.0", None).contains("class=\"banner\""));
+        assert!(!render(&[], 1, "0.1.0", None).contains("class=\"banner\""));
     }
 
     #[test]
     fn an_empty_registry_says_how_to_register() {
-        assert!(render(&[], "0.1.0", None).contains("POST /register"));
+        assert!(render(&[], 1, "0.1.0", None).contains("POST /register"));
     }
 }

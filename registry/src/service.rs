@@ -2,13 +2,15 @@
 //! and stopped together. `main` and the tests both start it through [`start`].
 
 use crate::access::{ProbePolicy, WriteToken};
-use crate::api::{self, Listener, Reply};
+use crate::api::{self, Listener, Routed};
+use crate::blocking;
 use crate::checker::{CheckConfig, Checker};
 use crate::guard::GuardConfig;
 use crate::health::Thresholds;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::views::Views;
-use std::io::{self, Cursor};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub struct Config {
     pub probe_policy: ProbePolicy,
     /// `-eviction-guard-share` and `-eviction-guard-max-hold`; the window is the check interval.
     pub guard: GuardConfig,
+    /// `-max-watchers`: blocking queries waiting at once; each holds a thread.
+    pub max_waiters: usize,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             token: WriteToken::default(),
             probe_policy: ProbePolicy::default(),
             guard: GuardConfig::default(),
+            max_waiters: DEFAULT_MAX_WAITERS,
         }
     }
 }
@@ -61,6 +66,10 @@ pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
 /// and far below what would exhaust memory or file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
+/// Default cap on blocking queries waiting at once: each holds a thread with a small stack,
+/// so a few hundred cost a few megabytes at most.
+pub const DEFAULT_MAX_WAITERS: usize = 256;
+
 /// Threads taking requests off each listener. Handlers never block on the network (bodies are
 /// small and read by tiny_http's connection threads), so a few per core keep both cores busy.
 const HANDLER_THREADS: usize = 4;
@@ -72,6 +81,9 @@ pub struct Registry {
     pub views: Views,
     pub token: WriteToken,
     pub probe_policy: ProbePolicy,
+    pub metrics: Arc<Metrics>,
+    /// `-max-watchers`: blocking queries waiting at once.
+    pub max_waiters: usize,
 }
 
 /// Why the registry could not start.
@@ -113,7 +125,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let ui_listener = bind(&config.http, "-http")?;
     let guard = GuardConfig { window: config.check.interval, ..config.guard };
     let store = Arc::new(Store::new(config.thresholds, config.max_endpoints, guard));
-    let checker = Checker::start(store.clone(), config.check)
+    let metrics = Arc::new(Metrics::default());
+    let checker = Checker::start(store.clone(), config.check, metrics.clone())
         .map_err(|source| StartError { what: "cannot start the health checker".into(), source })?;
     let registry = Arc::new(Registry {
         store,
@@ -121,6 +134,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         views: Views::default(),
         token: config.token.clone(),
         probe_policy: config.probe_policy.clone(),
+        metrics,
+        max_waiters: config.max_waiters,
     });
     let api = serve(api_listener, Listener::Api, &registry, limits(config))?;
     let ui = serve(ui_listener, Listener::Ui, &registry, limits(config))?;
@@ -163,10 +178,13 @@ fn serve(
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
                     match server.recv() {
-                        Ok(mut request) => {
-                            let reply = api::route(&registry, kind, &mut request);
-                            respond(request, reply);
-                        }
+                        Ok(mut request) => match api::route(&registry, kind, &mut request) {
+                            Routed::Now(reply) => {
+                                let route = api::route_label(api::path_of(request.url()));
+                                api::respond(&registry, request, kind, route, reply);
+                            }
+                            Routed::Wait(wait, later) => blocking::park(&registry, request, kind, wait, later),
+                        },
                         Err(e) if !stopping.load(Ordering::Acquire) => log::debug!("{kind:?} listener: {e}"),
                         Err(_) => {}
                     }
@@ -178,34 +196,11 @@ fn serve(
     Ok((addr, Serving { server, stopping, threads }))
 }
 
-fn respond(request: tiny_http::Request, reply: Reply) {
-    log::debug!(
-        "{} {} {} {}",
-        request.remote_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
-        request.method(),
-        request.url(),
-        reply.status
-    );
-    let length = reply.body.as_ref().len();
-    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
-    headers.extend(tiny_http::Header::from_bytes("Content-Type", reply.content_type));
-    for (name, value) in &reply.headers {
-        headers.extend(tiny_http::Header::from_bytes(*name, value.as_bytes()));
-    }
-    let response = tiny_http::Response::new(
-        tiny_http::StatusCode(reply.status),
-        headers,
-        Cursor::new(reply.body),
-        Some(length),
-        None,
-    );
-    // A client that hung up before its answer is not the registry's problem.
-    let _ = request.respond(response);
-}
-
 impl Running {
     /// Stops serving and checking; returns when the handler threads have finished.
     pub fn stop(self) {
+        // Wake blocking queries, which answer with what they have.
+        self.registry.store.close();
         for serving in &self.listeners {
             serving.stopping.store(true, Ordering::Release);
             // Each call wakes one thread blocked in recv().

@@ -110,6 +110,8 @@ struct State {
     /// Grows with every change at all, `LastCheck` included: the key of cached renderings.
     version: u64,
     next_generation: u64,
+    /// Set when the registry stops: waiters return at once.
+    closed: bool,
 }
 
 impl State {
@@ -136,9 +138,12 @@ impl Store {
         let state = State {
             entries: HashMap::new(),
             guard: EvictionGuard::new(guard, Instant::now()),
-            index: 0,
+            // From 1, as Consul's: a client that has seen nothing asks with index=0 and is
+            // answered at once.
+            index: 1,
             version: 0,
             next_generation: 0,
+            closed: false,
         };
         Store { state: Mutex::new(state), changed: Condvar::new(), thresholds, max_endpoints }
     }
@@ -301,10 +306,16 @@ impl Store {
         Applied::Recorded { from: before.status, to: after.status }
     }
 
+    /// Wakes every waiter for good: the registry is stopping.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
     /// Blocks until the watch index passes `seen` or `deadline` comes; returns the index then.
     pub fn wait_for_change(&self, seen: u64, deadline: Instant) -> u64 {
         let mut state = self.lock();
-        while state.index <= seen {
+        while state.index <= seen && !state.closed {
             let now = Instant::now();
             if now >= deadline {
                 break;

@@ -52,7 +52,7 @@ impl Views {
                     hold.failed, hold.of
                 )
             });
-            let html = page::render(&snapshot.records, env!("CARGO_PKG_VERSION"), banner.as_deref());
+            let html = page::render(&snapshot.records, snapshot.index, env!("CARGO_PKG_VERSION"), banner.as_deref());
             (snapshot.version, Rendered { index: snapshot.index, body: html.into_bytes().into() })
         })
     }

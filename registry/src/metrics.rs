@@ -1,0 +1,164 @@
+//! The registry's metrics in the Prometheus text format: counters kept in atomics on the hot
+//! paths, rendered on demand. Label values are fixed sets (routes, codes, results), so the
+//! number of series cannot grow with what clients send.
+
+use crate::wire::Status;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Upper bounds of the probe-duration histogram, in seconds: loopback answers in well under a
+/// millisecond, a hung endpoint takes the whole timeout (2 s by default).
+const PROBE_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 2.5];
+
+/// A histogram of durations with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    /// Count of observations at or under each bound, not cumulative (made so when rendered).
+    buckets: [AtomicU64; PROBE_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = PROBE_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in PROBE_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Everything the registry counts.
+pub struct Metrics {
+    started: SystemTime,
+    pub registrations: AtomicU64,
+    pub deregistrations: AtomicU64,
+    pub removals: AtomicU64,
+    pub probes_passed: AtomicU64,
+    pub probes_failed: AtomicU64,
+    pub probe_duration: Histogram,
+    /// Blocking queries waiting now.
+    pub waiters: AtomicU64,
+    /// (listener, route, code) → requests answered.
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: SystemTime::now(),
+            registrations: AtomicU64::new(0),
+            deregistrations: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
+            probes_passed: AtomicU64::new(0),
+            probes_failed: AtomicU64::new(0),
+            probe_duration: Histogram::default(),
+            waiters: AtomicU64::new(0),
+            requests: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn request(&self, listener: &'static str, route: &'static str, code: u16) {
+        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((listener, route, code)).or_default() += 1;
+    }
+
+    /// Counts one probe.
+    pub fn probe(&self, passed: bool, took: Duration) {
+        if passed { &self.probes_passed } else { &self.probes_failed }.fetch_add(1, Relaxed);
+        self.probe_duration.observe(took);
+    }
+
+    /// Renders every metric; `by_status` is the current endpoint count per status.
+    pub fn render(&self, by_status: [usize; 3]) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP service_registry_endpoints Endpoints registered, by health status.\n# TYPE service_registry_endpoints gauge"
+        );
+        for (status, count) in Status::ALL.iter().zip(by_status) {
+            let _ = writeln!(out, "service_registry_endpoints{{status=\"{status}\"}} {count}");
+        }
+        let counters = [
+            (
+                "service_registry_registrations_total",
+                "Successful POST /register calls, renewals included.",
+                &self.registrations,
+            ),
+            (
+                "service_registry_deregistrations_total",
+                "Endpoints removed by POST /deregister or DELETE.",
+                &self.deregistrations,
+            ),
+            ("service_registry_removals_total", "Endpoints removed after staying critical too long.", &self.removals),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP service_registry_probes_total Health probes, by result.\n# TYPE service_registry_probes_total counter");
+        let _ = writeln!(out, "service_registry_probes_total{{result=\"pass\"}} {}", self.probes_passed.load(Relaxed));
+        let _ = writeln!(out, "service_registry_probes_total{{result=\"fail\"}} {}", self.probes_failed.load(Relaxed));
+        let _ = writeln!(out, "# HELP service_registry_probe_duration_seconds Time one health probe took.\n# TYPE service_registry_probe_duration_seconds histogram");
+        self.probe_duration.render(&mut out, "service_registry_probe_duration_seconds");
+        let _ = writeln!(out, "# HELP service_registry_http_requests_total HTTP requests answered, by listener, route and status code.\n# TYPE service_registry_http_requests_total counter");
+        for ((listener, route, code), count) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "service_registry_http_requests_total{{listener=\"{listener}\",route=\"{route}\",code=\"{code}\"}} {count}");
+        }
+        let _ = writeln!(out, "# HELP service_registry_watchers Blocking queries waiting for a change.\n# TYPE service_registry_watchers gauge\nservice_registry_watchers {}", self.waiters.load(Relaxed));
+        let start = self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {start:.3}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.registrations.fetch_add(3, Relaxed);
+        m.probe(true, Duration::from_micros(300));
+        m.probe(false, Duration::from_millis(2000));
+        m.request("api", "/register", 200);
+        m.request("api", "/register", 200);
+        m.request("ui", "/", 200);
+        let text = m.render([2, 1, 0]);
+        for line in [
+            "service_registry_endpoints{status=\"passing\"} 2",
+            "service_registry_endpoints{status=\"pending\"} 1",
+            "service_registry_registrations_total 3",
+            "service_registry_probes_total{result=\"pass\"} 1",
+            "service_registry_probes_total{result=\"fail\"} 1",
+            "service_registry_probe_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "service_registry_probe_duration_seconds_bucket{le=\"1\"} 1",
+            "service_registry_probe_duration_seconds_bucket{le=\"2.5\"} 2",
+            "service_registry_probe_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "service_registry_probe_duration_seconds_count 2",
+            "service_registry_http_requests_total{listener=\"api\",route=\"/register\",code=\"200\"} 2",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}
