@@ -117,7 +117,7 @@ fn serve(config: Config) -> Result<(), String> {
     let server = tiny_http::Server::from_listener_with_limits(listener, None, limits())
         .map_err(|e| format!("cannot serve: {e}"))?;
     let server = Arc::new(server);
-    let identity = Arc::new(web::Identity { name: name.clone(), advertised, started });
+    let identity = Arc::new(web::Identity::new(name.clone(), advertised, started));
     for i in 0..HANDLER_THREADS {
         let (server, identity) = (server.clone(), identity.clone());
         thread::Builder::new()
