@@ -188,7 +188,9 @@ pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> 
 fn blocking_read(registry: &Registry, pairs: &[(String, String)], later: Later) -> Routed {
     match blocking::requested(pairs) {
         Err(why) => Routed::Now(Reply::error(400, why)),
-        Ok(Some(wait)) if registry.store.index() <= wait.seen => Routed::Wait(wait, later),
+        // An index from the future can only come from before a restart (indexes start again
+        // at 1): answer at once, so the client starts over rather than waiting out its wait.
+        Ok(Some(wait)) if registry.store.index() == wait.seen => Routed::Wait(wait, later),
         Ok(_) => Routed::Now(answer(registry, &later)),
     }
 }

@@ -91,6 +91,9 @@ fn encode(text: &str) -> String {
 /// Runs the watch until the process is stopped (or once, with `-once`).
 pub fn run(options: &Options, out: &mut impl Write) -> Result<(), String> {
     let mut seen: Option<u64> = None;
+    // What was printed last, less LastCheck (which moves without the index): the index is the
+    // whole registry's, so a filtered watch wakes for changes it does not show.
+    let mut shown: Option<Vec<Endpoint>> = None;
     let mut failing = false;
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -108,10 +111,13 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<(), String> {
                     eprintln!("service-registry watch: reached the registry at {} again", options.registry);
                 }
                 (failing, backoff) = (false, Duration::from_millis(250));
-                if seen != Some(index) {
+                let visible: Vec<Endpoint> =
+                    endpoints.iter().cloned().map(|e| Endpoint { last_check: None, ..e }).collect();
+                if shown.as_ref() != Some(&visible) {
                     print_table(out, index, &endpoints).map_err(|e| e.to_string())?;
-                    seen = Some(index);
+                    shown = Some(visible);
                 }
+                seen = Some(index);
                 if options.once {
                     return Ok(());
                 }
@@ -122,6 +128,8 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<(), String> {
                     eprintln!("service-registry watch: {why}; retrying");
                 }
                 failing = true;
+                // The registry may come back restarted, counting from 1 again: start over.
+                seen = None;
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -142,6 +150,9 @@ fn get(registry: &str, path: &str, patience: Duration) -> Result<(u64, Vec<Endpo
     stream.write_all(request.as_bytes()).map_err(fail)?;
     let mut answer = Vec::new();
     stream.take(MAX_ANSWER).read_to_end(&mut answer).map_err(fail)?;
+    if answer.is_empty() {
+        return Err(format!("the registry at {registry} closed the connection before answering"));
+    }
     let split =
         answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the registry's answer has no end of headers")?;
     let head = String::from_utf8_lossy(&answer[..split]);

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -51,6 +51,8 @@ pub struct Process {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     pub name: String,
+    /// Started as the leader of its own process group, killed as a group.
+    own_group: bool,
 }
 
 impl Process {
@@ -58,7 +60,7 @@ impl Process {
     /// stderr lines.
     pub fn start(binary_name: &str, args: &[String], envs: &[(&str, String)]) -> Process {
         let mut command = Command::new(binary(binary_name));
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.args(args);
         // Keep the Kubernetes defaults of the machine running the tests out of the way.
         for var in ["SERVICE_REGISTRY_SERVICE_HOST", "SERVICE_REGISTRY_SERVICE_PORT", "POD_NAME", "HOST_IP"] {
             command.env_remove(var);
@@ -67,7 +69,24 @@ impl Process {
         for (k, v) in envs {
             command.env(k, v);
         }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {binary_name}: {e}"));
+        Process::spawn(binary_name, command, false)
+    }
+
+    /// Starts a program from outside this workspace (Prometheus, chromedriver) with `envs` on
+    /// top of the test's environment, in a process group of its own: dropping it kills the
+    /// whole group, so whatever it started (a browser under chromedriver) goes too.
+    pub fn start_program(program: &Path, args: &[String], envs: &[(&str, String)]) -> Process {
+        let mut command = Command::new(program);
+        command.args(args).envs(envs.iter().map(|(k, v)| (k, v)));
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let name = program.file_name().map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into());
+        Process::spawn(&name, command, cfg!(unix))
+    }
+
+    fn spawn(name: &str, mut command: Command, own_group: bool) -> Process {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -83,7 +102,7 @@ impl Process {
                 }
             });
         }
-        Process { child, log, name: binary_name.to_string() }
+        Process { child, log, name: name.to_string(), own_group }
     }
 
     /// The log lines so far.
@@ -115,6 +134,12 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.own_group {
+            // The group keeps the leader's pid as its id while any member lives, even after
+            // the leader exited, so this reaches orphans too.
+            let group = format!("-{}", self.pid());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -227,4 +252,92 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     let mut response = agent().get(url).header("User-Agent", "Go-http-client/1.1").call().ok()?;
     let status = response.status().as_u16();
     Some((status, response.body_mut().read_to_string().ok()?))
+}
+
+/// A program from a Debian package that some tests drive (Prometheus, Chromium), or `None`
+/// when it is missing and the test should be skipped. Under CI (`CI` set) a missing program
+/// fails the test instead, naming the package to install: a skip there would hide a gap.
+pub fn outside_program(path: &str, package: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.exists() {
+        return Some(path);
+    }
+    let hint =
+        format!("{} is missing: install the Debian package `{package}` (apt-get install {package})", path.display());
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{hint}");
+    }
+    eprintln!("\n!!!!! SKIPPED: {hint}; this test proves nothing here (with CI set it fails instead)\n");
+    None
+}
+
+/// A fresh directory under the system's temporary directory, removed with its contents on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `dynamic-ports-LABEL-PID-N`.
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("dynamic-ports-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// An HTTP answer with its headers.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// Names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, panicking with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn answer_of(mut response: ureq::http::Response<ureq::Body>) -> Option<Answer> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some(Answer { status, headers, body })
+}
+
+fn agent_with(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
+}
+
+/// GETs `url`, allowing `timeout` for the whole exchange (a blocking query needs more than
+/// [`get`]'s 2 s): status, headers and body, or `None` if nothing answered in time.
+pub fn get_answer(url: &str, timeout: Duration) -> Option<Answer> {
+    answer_of(agent_with(timeout).get(url).call().ok()?)
+}
+
+/// POSTs `body` as JSON to `url`, as `curl -d` would: the answer, or `None` if nothing answered.
+pub fn post_json(url: &str, body: &serde_json::Value) -> Option<Answer> {
+    let request = agent_with(Duration::from_secs(5)).post(url).header("Content-Type", "application/json");
+    answer_of(request.send(body.to_string()).ok()?)
 }
