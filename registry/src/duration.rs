@@ -53,7 +53,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         let mut scale = unit_nanos;
         for digit in fraction.bytes() {
             scale /= 10;
-            nanos += u128::from(digit - b'0') * scale;
+            nanos = nanos.checked_add(u128::from(digit - b'0') * scale).ok_or_else(|| bad("too large"))?;
         }
         total_nanos = total_nanos.checked_add(nanos).ok_or_else(|| bad("too large"))?;
         rest = next;
@@ -122,7 +122,18 @@ mod tests {
 
     #[test]
     fn refuses_what_go_refuses() {
-        for text in ["", "5", "s", "-5s", "5x", "1..5s", "5 s", "1e3s", "99999999999999999999h"] {
+        for text in [
+            "",
+            "5",
+            "s",
+            "-5s",
+            "5x",
+            "1..5s",
+            "5 s",
+            "1e3s",
+            "99999999999999999999h",
+            "94522879700260684295381835.9999999999999h",
+        ] {
             let err = parse(text).expect_err(text);
             assert!(err.to_string().contains("invalid duration"), "{text}: {err}");
         }

@@ -33,9 +33,19 @@ impl Default for GuardConfig {
 /// What changed, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuardEvent {
-    Hold { failed: u32, of: u32 },
-    ReleaseRecovered { passed: u32, of: u32 },
-    ReleaseTimedOut { held: Duration },
+    /// `failed` of `checked` checks of passing endpoints failed in one window.
+    Hold {
+        failed: u32,
+        checked: u32,
+    },
+    /// `passing` endpoints pass again, of the `of` that were passing before the hold.
+    ReleaseRecovered {
+        passing: usize,
+        of: usize,
+    },
+    ReleaseTimedOut {
+        held: Duration,
+    },
 }
 
 /// The guard's counts over the current window, and the hold, if any.
@@ -45,8 +55,8 @@ pub struct EvictionGuard {
     window_start: Instant,
     passing_checked: u32,
     passing_failed: u32,
-    checked: u32,
-    passed: u32,
+    /// Endpoints passing when the window opened: what a hold measures recovery against.
+    passing_at_start: usize,
     hold: Option<Hold>,
 }
 
@@ -54,8 +64,12 @@ pub struct EvictionGuard {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
     pub since: Instant,
+    /// Checks of passing endpoints that failed in the window that started the hold...
     pub failed: u32,
-    pub of: u32,
+    /// ...of this many.
+    pub checked: u32,
+    /// Endpoints passing before it; the hold ends when more than half of these pass again.
+    pub of: usize,
 }
 
 impl EvictionGuard {
@@ -65,17 +79,16 @@ impl EvictionGuard {
             window_start: now,
             passing_checked: 0,
             passing_failed: 0,
-            checked: 0,
-            passed: 0,
+            passing_at_start: 0,
             hold: None,
         }
     }
 
-    /// Counts one check result of an endpoint whose status was `before`.
-    pub fn observe(&mut self, before: Status, passed: bool, now: Instant) -> Option<GuardEvent> {
-        let event = self.roll(now);
-        self.checked += 1;
-        self.passed += u32::from(passed);
+    /// Counts one check result of an endpoint whose status was `before`; `passing` is how many
+    /// endpoints pass now. Judging recovery by the store's count, not by the checks of one
+    /// window, keeps a loaded checker that covered only some endpoints from ending a hold early.
+    pub fn observe(&mut self, before: Status, passed: bool, passing: usize, now: Instant) -> Option<GuardEvent> {
+        let event = self.roll(now, passing);
         if before == Status::Passing {
             self.passing_checked += 1;
             self.passing_failed += u32::from(!passed);
@@ -89,14 +102,12 @@ impl EvictionGuard {
     }
 
     /// Closes the window if it has run its length and decides on the hold.
-    fn roll(&mut self, now: Instant) -> Option<GuardEvent> {
+    fn roll(&mut self, now: Instant, passing: usize) -> Option<GuardEvent> {
         if now.saturating_duration_since(self.window_start) < self.config.window {
             return None;
         }
         let event = match self.hold {
-            Some(_) if self.checked > 0 && self.passed * 2 > self.checked => {
-                Some(GuardEvent::ReleaseRecovered { passed: self.passed, of: self.checked })
-            }
+            Some(hold) if passing * 2 > hold.of => Some(GuardEvent::ReleaseRecovered { passing, of: hold.of }),
             Some(hold) if now.saturating_duration_since(hold.since) >= self.config.max_hold => {
                 Some(GuardEvent::ReleaseTimedOut { held: now.saturating_duration_since(hold.since) })
             }
@@ -105,8 +116,9 @@ impl EvictionGuard {
                 && self.passing_checked >= MIN_EVIDENCE
                 && f64::from(self.passing_failed) > self.config.share * f64::from(self.passing_checked) =>
             {
-                self.hold = Some(Hold { since: now, failed: self.passing_failed, of: self.passing_checked });
-                Some(GuardEvent::Hold { failed: self.passing_failed, of: self.passing_checked })
+                let (failed, checked) = (self.passing_failed, self.passing_checked);
+                self.hold = Some(Hold { since: now, failed, checked, of: self.passing_at_start.max(checked as usize) });
+                Some(GuardEvent::Hold { failed, checked })
             }
             None => None,
         };
@@ -114,7 +126,7 @@ impl EvictionGuard {
             self.hold = None;
         }
         self.window_start = now;
-        (self.passing_checked, self.passing_failed, self.checked, self.passed) = (0, 0, 0, 0);
+        (self.passing_checked, self.passing_failed, self.passing_at_start) = (0, 0, passing);
         event
     }
 }
@@ -129,41 +141,51 @@ mod tests {
         EvictionGuard::new(GuardConfig { share: 0.5, max_hold: Duration::from_secs(1), window: WINDOW }, t0)
     }
 
-    /// One window of `total` checks of passing endpoints, `failing` of which fail.
-    fn round(g: &mut EvictionGuard, at: Instant, total: u32, failing: u32, before: Status) -> Vec<GuardEvent> {
-        (0..total).filter_map(|i| g.observe(before, i >= failing, at)).collect()
+    /// One window of `total` checks, `failing` of which fail, of endpoints whose status was
+    /// `before`, with `passing` endpoints passing in the store meanwhile.
+    fn round(
+        g: &mut EvictionGuard,
+        at: Instant,
+        total: u32,
+        failing: u32,
+        before: Status,
+        passing: usize,
+    ) -> Vec<GuardEvent> {
+        (0..total).filter_map(|i| g.observe(before, i >= failing, passing, at)).collect()
     }
 
     #[test]
-    fn holds_when_most_passing_endpoints_fail_together_and_releases_when_they_pass() {
+    fn holds_when_most_passing_endpoints_fail_together_and_releases_when_most_pass_again() {
         let t0 = Instant::now();
         let mut g = guard(t0);
-        assert!(round(&mut g, t0, 100, 60, Status::Passing).is_empty());
-        let events = round(&mut g, t0 + WINDOW, 100, 60, Status::Critical);
-        assert_eq!(events, [GuardEvent::Hold { failed: 60, of: 100 }]);
-        assert!(g.hold(t0 + WINDOW).is_some());
-        // Still mostly failing: the hold stays.
-        assert!(round(&mut g, t0 + WINDOW * 2, 100, 60, Status::Critical).is_empty());
-        assert!(round(&mut g, t0 + WINDOW * 3, 100, 0, Status::Critical).is_empty());
-        assert!(g.hold(t0 + WINDOW * 3).is_some());
-        // The window in which most passed again closes: released.
-        let events = round(&mut g, t0 + WINDOW * 4, 1, 0, Status::Passing);
-        assert!(matches!(events[..], [GuardEvent::ReleaseRecovered { passed: 100, of: 100 }]), "{events:?}");
-        assert!(g.hold(t0 + WINDOW * 4).is_none());
+        assert!(round(&mut g, t0, 1, 0, Status::Passing, 100).is_empty());
+        assert!(round(&mut g, t0 + WINDOW, 100, 60, Status::Passing, 100).is_empty());
+        let events = round(&mut g, t0 + WINDOW * 2, 40, 0, Status::Passing, 40);
+        assert_eq!(events, [GuardEvent::Hold { failed: 60, checked: 100 }]);
+        assert_eq!(g.hold(t0 + WINDOW * 2).map(|h| h.of), Some(100));
+        // A loaded checker that only got round to the live ones: 40 of 40 checks pass, but only
+        // 40 of the 100 endpoints do. The hold stays.
+        assert!(round(&mut g, t0 + WINDOW * 3, 40, 0, Status::Passing, 40).is_empty());
+        assert!(round(&mut g, t0 + WINDOW * 4, 40, 0, Status::Passing, 50).is_empty());
+        assert!(g.hold(t0 + WINDOW * 4).is_some());
+        // Most of them pass again: released.
+        let events = round(&mut g, t0 + WINDOW * 5, 1, 0, Status::Passing, 51);
+        assert_eq!(events, [GuardEvent::ReleaseRecovered { passing: 51, of: 100 }]);
+        assert!(g.hold(t0 + WINDOW * 5).is_none());
     }
 
     #[test]
     fn a_hold_never_outlasts_its_limit() {
         let t0 = Instant::now();
         let mut g = guard(t0);
-        round(&mut g, t0, 100, 100, Status::Passing);
-        round(&mut g, t0 + WINDOW, 100, 100, Status::Critical);
+        round(&mut g, t0, 100, 100, Status::Passing, 100);
+        round(&mut g, t0 + WINDOW, 1, 1, Status::Critical, 0);
         let since = g.hold(t0 + WINDOW).expect("held").since;
         assert!(g.hold(since + Duration::from_secs(1)).is_none(), "expires by itself even with no checks");
-        let events = round(&mut g, since + Duration::from_secs(1), 100, 100, Status::Critical);
+        let events = round(&mut g, since + Duration::from_secs(1), 100, 100, Status::Critical, 0);
         assert!(matches!(events[..], [GuardEvent::ReleaseTimedOut { .. }]), "{events:?}");
         // The dead are critical now, not passing: their failures do not start a new hold.
-        assert!(round(&mut g, since + Duration::from_secs(1) + WINDOW, 100, 100, Status::Critical).is_empty());
+        assert!(round(&mut g, since + Duration::from_secs(1) + WINDOW, 100, 100, Status::Critical, 0).is_empty());
         assert!(g.hold(since + Duration::from_secs(2)).is_none());
     }
 
@@ -172,12 +194,12 @@ mod tests {
         let t0 = Instant::now();
         for (total, failing) in [(100, 50), (100, 10), (9, 9), (3, 2)] {
             let mut g = guard(t0);
-            round(&mut g, t0, total, failing, Status::Passing);
-            assert!(round(&mut g, t0 + WINDOW, 1, 0, Status::Passing).is_empty(), "{failing} of {total}");
+            round(&mut g, t0, total, failing, Status::Passing, total as usize);
+            assert!(round(&mut g, t0 + WINDOW, 1, 0, Status::Passing, 1).is_empty(), "{failing} of {total}");
             assert!(g.hold(t0 + WINDOW).is_none());
         }
         let mut off = EvictionGuard::new(GuardConfig { share: 0.0, ..GuardConfig::default() }, t0);
-        round(&mut off, t0, 100, 100, Status::Passing);
-        assert!(round(&mut off, t0 + Duration::from_secs(6), 1, 0, Status::Passing).is_empty());
+        round(&mut off, t0, 100, 100, Status::Passing, 100);
+        assert!(round(&mut off, t0 + Duration::from_secs(6), 1, 0, Status::Passing, 0).is_empty());
     }
 }

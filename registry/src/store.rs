@@ -102,6 +102,9 @@ impl Entry {
 
 struct State {
     entries: HashMap<String, Entry>,
+    /// Endpoints per status, in [`Status::ALL`] order, kept with every change so that counting
+    /// is free for the page, the metrics and the eviction guard.
+    counts: [usize; 3],
     guard: EvictionGuard,
     /// Grows with every change a watcher cares about: registrations that change something,
     /// removals, status, failure counts and errors. A passing check that only refreshes
@@ -114,7 +117,21 @@ struct State {
     closed: bool,
 }
 
+/// A status's place in [`State::counts`].
+fn slot(status: Status) -> usize {
+    Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
+}
+
 impl State {
+    fn count(&mut self, from: Option<Status>, to: Option<Status>) {
+        if let Some(from) = from {
+            self.counts[slot(from)] -= 1;
+        }
+        if let Some(to) = to {
+            self.counts[slot(to)] += 1;
+        }
+    }
+
     fn touched(&mut self, meaningful: bool) {
         self.version += 1;
         if meaningful {
@@ -137,6 +154,7 @@ impl Store {
     pub fn new(thresholds: Thresholds, max_endpoints: usize, guard: GuardConfig) -> Store {
         let state = State {
             entries: HashMap::new(),
+            counts: [0; 3],
             guard: EvictionGuard::new(guard, Instant::now()),
             // From 1, as Consul's: a client that has seen nothing asks with index=0 and is
             // answered at once.
@@ -202,10 +220,11 @@ impl Store {
             consecutive_failures: 0,
         };
         let job = CheckJob { name: valid.name.clone(), address: valid.address, generation };
-        state.entries.insert(
+        let replaced = state.entries.insert(
             valid.name,
             Entry { record: record.clone(), address: valid.address, generation, critical_since: None },
         );
+        state.count(replaced.map(|e| e.record.status), Some(Status::Pending));
         self.touched(state, true);
         Ok(Registered { record, change, check_now: check_now.then_some(job) })
     }
@@ -214,6 +233,7 @@ impl Store {
     pub fn deregister(&self, name: &str) -> Option<Endpoint> {
         let mut state = self.lock();
         let removed = state.entries.remove(name)?;
+        state.count(Some(removed.record.status), None);
         self.touched(&mut state, true);
         Some(removed.record)
     }
@@ -236,11 +256,7 @@ impl Store {
 
     /// How many endpoints have each status, in [`Status::ALL`] order.
     pub fn counts(&self) -> [usize; 3] {
-        let mut counts = [0; 3];
-        for e in self.lock().entries.values() {
-            counts[Status::ALL.iter().position(|s| *s == e.record.status).unwrap_or(0)] += 1;
-        }
-        counts
+        self.lock().counts
     }
 
     /// How many endpoints are registered.
@@ -283,7 +299,8 @@ impl Store {
         };
         let before = entry.health();
         let after = before.after(outcome, &self.thresholds, now);
-        let guard_event = state.guard.observe(before.status, *outcome == Outcome::Pass, now);
+        let passing = state.counts[slot(Status::Passing)];
+        let guard_event = state.guard.observe(before.status, *outcome == Outcome::Pass, passing, now);
         if let Some(event) = guard_event {
             log_guard(&event);
             // The page shows the hold, so its start and end are changes.
@@ -293,6 +310,7 @@ impl Store {
         let Some(entry) = state.entries.get_mut(&job.name) else { return Applied::Stale };
         if after.expired(&self.thresholds, now) && !holding {
             state.entries.remove(&job.name);
+            state.count(Some(before.status), None);
             self.touched(&mut state, true);
             return Applied::Removed;
         }
@@ -302,6 +320,7 @@ impl Store {
         entry.record.last_error = after.last_error;
         entry.record.last_check = Some(clock::rfc3339(wall));
         entry.critical_since = after.critical_since;
+        state.count(Some(before.status), Some(after.status));
         self.touched(&mut state, meaningful);
         Applied::Recorded { from: before.status, to: after.status }
     }
@@ -331,12 +350,12 @@ impl Store {
 
 fn log_guard(event: &GuardEvent) {
     match event {
-        GuardEvent::Hold { failed, of } => log::warn!(
-            "Holding removals: {failed} of {of} passing endpoints failed their checks within one interval, so the \
-             registry suspects its own network; they go critical but stay listed until most pass again"
+        GuardEvent::Hold { failed, checked } => log::warn!(
+            "Holding removals: {failed} of {checked} checks of passing endpoints failed within one interval, so \
+             the registry suspects its own network; they go critical but stay listed until most pass again"
         ),
-        GuardEvent::ReleaseRecovered { passed, of } => {
-            log::warn!("Releasing the removal hold: {passed} of {of} checks passed in the last interval")
+        GuardEvent::ReleaseRecovered { passing, of } => {
+            log::warn!("Releasing the removal hold: {passing} endpoints pass again, of {of} before it")
         }
         GuardEvent::ReleaseTimedOut { held } => log::warn!(
             "Releasing the removal hold after {}: endpoints critical for too long are removed again",

@@ -47,9 +47,9 @@ impl Views {
             let snapshot = store.list(&Filter::default());
             let banner = store.eviction_hold().map(|hold| {
                 format!(
-                    "Removals are on hold: {} of {} passing endpoints failed their checks together, so the registry \
-                     suspects its own network. Critical endpoints stay listed until most checks pass again.",
-                    hold.failed, hold.of
+                    "Removals are on hold: {} of {} checks of passing endpoints failed together, so the registry \
+                     suspects its own network. Critical endpoints stay listed until most of the {} pass again.",
+                    hold.failed, hold.checked, hold.of
                 )
             });
             let html = page::render(&snapshot.records, snapshot.index, env!("CARGO_PKG_VERSION"), banner.as_deref());

@@ -52,7 +52,9 @@ enum ReadError {
     WrongRequestLine,
     WrongHeader,
     /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
+    ExpectationFailed,
+    /// dynamic-ports patch: the request's framing cannot be trusted (400).
+    Malformed(&'static str),
     ReadIoError(IoError),
     /// dynamic-ports patch: nothing arrived within the idle timeout; close quietly.
     Idle,
@@ -214,9 +216,15 @@ impl ClientConnection {
         .map_err(|e| {
             use crate::request;
             match e {
+                request::RequestCreationError::CreationIoError(e)
+                    if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidData) =>
+                {
+                    ReadError::Malformed("malformed chunked request body")
+                }
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed,
+                request::RequestCreationError::ConflictingLengths => {
+                    ReadError::Malformed("the request has conflicting Content-Length headers")
                 }
                 request::RequestCreationError::BodyTooLarge => ReadError::BodyTooLarge,
             }
@@ -250,7 +258,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
@@ -293,11 +300,14 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
+                Err(ReadError::ExpectationFailed) => {
+                    self.refuse(417, "Expectation Failed", "the only Expect value understood is 100-continue");
+                    return None;
+                }
+
+                Err(ReadError::Malformed(message)) => {
+                    self.refuse(400, "Bad Request", message);
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(_)) => return None,
@@ -307,15 +317,17 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+                // dynamic-ports patch: answer through the request's own writer and close; taking
+                // a second writer while the request holds the first deadlocked the connection.
+                let body = "{\"error\": \"this server speaks HTTP/1.0 and HTTP/1.1 only\"}";
+                let mut writer = rq.into_writer();
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = writer.flush();
+                return None;
             }
 
             // updating the status of the connection

@@ -3,7 +3,6 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
@@ -110,6 +109,10 @@ pub enum RequestCreationError {
 
     /// dynamic-ports patch: the body is larger than `Limits::max_body_bytes`.
     BodyTooLarge,
+
+    /// dynamic-ports patch: several Content-Length headers that disagree, or one that is not a
+    /// number: where the body ends is unknowable, the classic request-smuggling ambiguity.
+    ConflictingLengths,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -150,15 +153,23 @@ where
         .map(|h| h.value.clone());
 
     // finding the content-length header
+    // dynamic-ports patch: every Content-Length must agree and parse.
     let content_length = if transfer_encoding.is_some() {
         // if transfer-encoding is specified, the Content-Length
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        let mut lengths = headers.iter().filter(|h: &&Header| h.field.equiv("Content-Length"));
+        match lengths.next() {
+            None => None,
+            Some(first) => {
+                let length: usize = first.value.as_str().trim().parse().map_err(|_| RequestCreationError::ConflictingLengths)?;
+                if lengths.any(|h| h.value.as_str().trim() != first.value.as_str().trim()) {
+                    return Err(RequestCreationError::ConflictingLengths);
+                }
+                Some(length)
+            }
+        }
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -174,27 +185,13 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
     // dynamic-ports patch: every body up to `max_body_bytes` is read here, in the connection's
     // thread and under its read deadline, so the handler that gets the request never waits on
     // a slow client; a larger one is refused before it is read (Content-Length) or as soon as
-    // it passes the limit (chunked). Only `Connection: upgrade` keeps the raw stream.
+    // it passes the limit (chunked). `Connection: upgrade` gets no raw stream: a handler
+    // reading the socket would wait on the network.
     let mut expects_continue = expects_continue;
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if content_length.map_or(false, |n| n > max_body_bytes) {
+    let reader = if content_length.map_or(false, |n| n > max_body_bytes) {
         return Err(RequestCreationError::BodyTooLarge);
     } else if content_length.map_or(false, |n| n > 0) || transfer_encoding.is_some() {
         if expects_continue {
