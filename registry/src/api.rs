@@ -7,7 +7,7 @@ use crate::store::{Change, Filter, StoreError};
 use crate::url;
 use crate::validate::{self, clip};
 use crate::wire::{Deregistration, ErrorBody, Registration, Status};
-use std::io::{Cursor, Read};
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -227,21 +227,89 @@ pub fn respond(registry: &Registry, request: Request, listener: Listener, route:
         reply.status
     );
     registry.metrics.request(listener.as_str(), route, reply.status);
-    let length = reply.body.as_ref().len();
-    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
-    headers.extend(tiny_http::Header::from_bytes("Content-Type", reply.content_type));
-    for (name, value) in &reply.headers {
-        headers.extend(tiny_http::Header::from_bytes(*name, value.as_bytes()));
-    }
-    let response = tiny_http::Response::new(
-        tiny_http::StatusCode(reply.status),
-        headers,
-        Cursor::new(reply.body),
-        Some(length),
-        None,
-    );
+    let head_only = *request.method() == Method::Head;
+    let close = wants_close(&request);
     // A client that hung up before its answer is not the registry's problem.
-    let _ = request.respond(response);
+    let _ = write_reply(&mut request.into_writer(), &reply, head_only, close);
+}
+
+/// Whether the client will not send another request on this connection.
+fn wants_close(request: &Request) -> bool {
+    let connection = request.headers().iter().find(|h| h.field.equiv("Connection")).map(|h| h.value.as_str());
+    match connection {
+        Some(value) if value.to_ascii_lowercase().contains("close") => true,
+        Some(value) if value.to_ascii_lowercase().contains("keep-alive") => false,
+        _ => *request.http_version() == (1, 0),
+    }
+}
+
+/// Bodies up to this size go out in the same write as the head: one system call.
+const COALESCE: usize = 16 * 1024;
+
+/// Writes a reply: the head built in one buffer, then the body, so that a small answer is one
+/// system call and a large cached one is written straight from the shared buffer, neither
+/// copied nor chunked.
+pub fn write_reply(out: &mut impl Write, reply: &Reply, head_only: bool, close: bool) -> std::io::Result<()> {
+    let body = reply.body.as_ref();
+    let mut head = Vec::with_capacity(256 + if body.len() <= COALESCE { body.len() } else { 0 });
+    write!(
+        head,
+        "HTTP/1.1 {} {}\r\nServer: service-registry\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        reply.status,
+        reason(reply.status),
+        cached_http_date(),
+        reply.content_type,
+        body.len()
+    )?;
+    for (name, value) in &reply.headers {
+        write!(head, "{name}: {value}\r\n")?;
+    }
+    if close {
+        head.extend_from_slice(b"Connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    if !head_only && body.len() <= COALESCE {
+        head.extend_from_slice(body);
+        out.write_all(&head)?;
+    } else {
+        out.write_all(&head)?;
+        if !head_only {
+            out.write_all(body)?;
+        }
+    }
+    out.flush()
+}
+
+/// The `Date` header, formatted once a second per thread rather than once per answer.
+fn cached_http_date() -> String {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, crate::clock::http_date(now));
+        }
+        cached.1.clone()
+    })
+}
+
+/// The reason phrase of the status codes this registry sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
 }
 
 fn read_only() -> Reply {
@@ -394,5 +462,50 @@ fn deregister(registry: &Registry, name: &str) -> Reply {
             Reply::json(200, &record)
         }
         None => not_found(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: &[u8]) -> Reply {
+        Reply {
+            status: 404,
+            content_type: JSON,
+            headers: vec![("X-Registry-Index", "7".into())],
+            body: Body::Owned(body.to_vec()),
+        }
+    }
+
+    #[test]
+    fn writes_a_complete_http_answer() {
+        let mut out = Vec::new();
+        write_reply(&mut out, &reply(b"{\"error\":\"x\"}"), false, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.lines().collect();
+        assert_eq!(lines[0], "HTTP/1.1 404 Not Found");
+        assert!(lines.contains(&"Content-Type: application/json"));
+        assert!(lines.contains(&"Content-Length: 13"));
+        assert!(lines.contains(&"X-Registry-Index: 7"));
+        assert!(lines.contains(&"Connection: close"));
+        assert!(lines.iter().any(|l| l.starts_with("Date: ") && l.ends_with(" GMT")));
+        assert_eq!(body, "{\"error\":\"x\"}");
+    }
+
+    #[test]
+    fn head_answers_carry_the_length_but_no_body_large_or_small() {
+        for size in [10, COALESCE + 1] {
+            let mut out = Vec::new();
+            write_reply(&mut out, &reply(&vec![b'x'; size]), true, false).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("\r\n\r\n"), "no body after the head");
+            assert!(text.contains(&format!("Content-Length: {size}\r\n")));
+            assert!(!text.contains("Connection: close"));
+        }
+        let mut out = Vec::new();
+        write_reply(&mut out, &reply(&vec![b'x'; COALESCE + 1]), false, false).unwrap();
+        assert!(out.ends_with(&[b'x'; 64]) && out.len() > COALESCE);
     }
 }

@@ -74,11 +74,10 @@ impl Filter {
     }
 }
 
-/// A consistent listing: the records and the counters at the moment it was taken.
+/// A consistent listing: the records and the watch index at the moment it was taken.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub index: u64,
-    pub version: u64,
     pub records: Vec<Endpoint>,
 }
 
@@ -110,8 +109,6 @@ struct State {
     /// removals, status, failure counts and errors. A passing check that only refreshes
     /// `LastCheck` leaves it alone, so watchers are not woken every few milliseconds.
     index: u64,
-    /// Grows with every change at all, `LastCheck` included: the key of cached renderings.
-    version: u64,
     next_generation: u64,
     /// Set when the registry stops: waiters return at once.
     closed: bool,
@@ -133,7 +130,6 @@ impl State {
     }
 
     fn touched(&mut self, meaningful: bool) {
-        self.version += 1;
         if meaningful {
             self.index += 1;
         }
@@ -159,7 +155,6 @@ impl Store {
             // From 1, as Consul's: a client that has seen nothing asks with index=0 and is
             // answered at once.
             index: 1,
-            version: 0,
             next_generation: 0,
             closed: false,
         };
@@ -248,10 +243,10 @@ impl Store {
         let state = self.lock();
         let mut records: Vec<Endpoint> =
             state.entries.values().map(|e| &e.record).filter(|r| filter.matches(r)).cloned().collect();
-        let (index, version) = (state.index, state.version);
+        let index = state.index;
         drop(state);
         records.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Snapshot { index, version, records }
+        Snapshot { index, records }
     }
 
     /// How many endpoints have each status, in [`Status::ALL`] order.
@@ -272,17 +267,6 @@ impl Store {
     /// The watch index: see the field's comment.
     pub fn index(&self) -> u64 {
         self.lock().index
-    }
-
-    /// The version of everything, for caches of renderings.
-    pub fn version(&self) -> u64 {
-        self.lock().version
-    }
-
-    /// The watch index and the version, read together.
-    pub fn counters(&self) -> (u64, u64) {
-        let state = self.lock();
-        (state.index, state.version)
     }
 
     /// Whether a check job still describes a registered endpoint.
@@ -462,10 +446,11 @@ mod tests {
         let s = store();
         let job = s.register(valid("a", "10.0.0.1:80", &[]), SystemTime::now()).unwrap().check_now.unwrap();
         s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
-        let (index, version) = (s.index(), s.version());
+        let (index, before) = (s.index(), s.get("a").unwrap().last_check);
+        std::thread::sleep(Duration::from_millis(2));
         s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
         assert_eq!(s.index(), index);
-        assert!(s.version() > version, "LastCheck moved, so cached pages must be redrawn");
+        assert_ne!(s.get("a").unwrap().last_check, before, "LastCheck moves all the same");
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! Rendered answers, cached until the store changes: a thousand readers of the page or of the
 //! JSON between two changes cost one rendering, not a thousand.
+//!
+//! "Changes" means the watch index: registrations, removals, health transitions. A passing
+//! check only moves `LastCheck`, and at 10,000 endpoints that happens 2,000 times a second;
+//! re-rendering for each would make the cache useless, so a rendering is also kept until it is
+//! [`MAX_AGE`] old, and `LastCheck` may lag by that much.
 
 use crate::page;
 use crate::store::{Filter, Store};
 use crate::wire::Status;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How stale `LastCheck` may be in a cached rendering.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Distinct listings kept at once. Filters come from clients, so the cache must not grow with
 /// them; past this many it starts again empty.
@@ -27,7 +36,7 @@ pub struct Rendered {
 /// The cache of rendered listings.
 #[derive(Default)]
 pub struct Views {
-    cache: Mutex<HashMap<Key, (u64, Rendered)>>,
+    cache: Mutex<HashMap<Key, (Instant, Rendered)>>,
 }
 
 impl Views {
@@ -37,7 +46,7 @@ impl Views {
         self.cached(store, key, || {
             let snapshot = store.list(filter);
             let body = serde_json::to_vec(&snapshot.records).unwrap_or_else(|_| b"[]".to_vec());
-            (snapshot.version, Rendered { index: snapshot.index, body: body.into() })
+            Rendered { index: snapshot.index, body: body.into() }
         })
     }
 
@@ -53,28 +62,28 @@ impl Views {
                 )
             });
             let html = page::render(&snapshot.records, snapshot.index, env!("CARGO_PKG_VERSION"), banner.as_deref());
-            (snapshot.version, Rendered { index: snapshot.index, body: html.into_bytes().into() })
+            Rendered { index: snapshot.index, body: html.into_bytes().into() }
         })
     }
 
-    fn cached(&self, store: &Store, key: Key, render: impl FnOnce() -> (u64, Rendered)) -> Rendered {
-        let (_, version) = store.counters();
-        if let Some((v, hit)) = self.lock().get(&key) {
-            if *v == version {
+    fn cached(&self, store: &Store, key: Key, render: impl FnOnce() -> Rendered) -> Rendered {
+        let index = store.index();
+        if let Some((at, hit)) = self.lock().get(&key) {
+            if hit.index == index && at.elapsed() < MAX_AGE {
                 return hit.clone();
             }
         }
         // Render with no lock held; two readers may render the same version, which is harmless.
-        let (version, rendered) = render();
+        let rendered = render();
         let mut cache = self.lock();
         if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
             cache.clear();
         }
-        cache.insert(key, (version, rendered.clone()));
+        cache.insert(key, (Instant::now(), rendered.clone()));
         rendered
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (u64, Rendered)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, Rendered)>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
