@@ -12,9 +12,7 @@ use crate::store::Store;
 use crate::views::Views;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// Everything the registry is told at start.
@@ -70,10 +68,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// so a few hundred cost a few megabytes at most.
 pub const DEFAULT_MAX_WAITERS: usize = 256;
 
-/// Threads taking requests off each listener. Handlers never block on the network (bodies are
-/// small and read by tiny_http's connection threads), so a few per core keep both cores busy.
-const HANDLER_THREADS: usize = 4;
-
 /// The registry's shared state, as request handlers see it.
 pub struct Registry {
     pub store: Arc<Store>,
@@ -106,13 +100,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     pub ui_addr: SocketAddr,
     pub registry: Arc<Registry>,
-    listeners: Vec<Serving>,
-}
-
-struct Serving {
-    server: Arc<tiny_http::Server>,
-    stopping: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Dropping a server closes its listener and every connection it has open.
+    listeners: Vec<tiny_http::Server>,
 }
 
 /// Binds both listeners, starts the checker and begins serving.
@@ -163,55 +152,29 @@ fn serve(
     kind: Listener,
     registry: &Arc<Registry>,
     limits: tiny_http::Limits,
-) -> Result<(SocketAddr, Serving), StartError> {
+) -> Result<(SocketAddr, tiny_http::Server), StartError> {
     let failed = |source| StartError { what: format!("cannot serve the {kind:?} listener"), source };
     let addr = listener.local_addr().map_err(failed)?;
-    let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
+    // Each request is answered on its connection's own thread: no hand-off per request, and a
+    // slow client holds only its own thread (bounded by -max-connections).
+    let registry = registry.clone();
+    let handler: tiny_http::Handler = Arc::new(move |mut request| match api::route(&registry, kind, &mut request) {
+        Routed::Now(reply) => {
+            let route = api::route_label(api::path_of(request.url()));
+            api::respond(&registry, request, kind, route, reply);
+        }
+        Routed::Wait(wait, later) => blocking::park(&registry, request, kind, wait, later),
+    });
+    let server = tiny_http::Server::from_listener_with_handler(listener, limits, handler)
         .map_err(|e| failed(io::Error::other(e.to_string())))?;
-    let server = Arc::new(server);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
-    for i in 0..HANDLER_THREADS {
-        let (server, stopping, registry) = (server.clone(), stopping.clone(), registry.clone());
-        let thread = thread::Builder::new()
-            .name(format!("{kind:?}-{i}").to_lowercase())
-            .spawn(move || {
-                while !stopping.load(Ordering::Acquire) {
-                    match server.recv() {
-                        Ok(mut request) => match api::route(&registry, kind, &mut request) {
-                            Routed::Now(reply) => {
-                                let route = api::route_label(api::path_of(request.url()));
-                                api::respond(&registry, request, kind, route, reply);
-                            }
-                            Routed::Wait(wait, later) => blocking::park(&registry, request, kind, wait, later),
-                        },
-                        Err(e) if !stopping.load(Ordering::Acquire) => log::debug!("{kind:?} listener: {e}"),
-                        Err(_) => {}
-                    }
-                }
-            })
-            .map_err(failed)?;
-        threads.push(thread);
-    }
-    Ok((addr, Serving { server, stopping, threads }))
+    Ok((addr, server))
 }
 
 impl Running {
-    /// Stops serving and checking; returns when the handler threads have finished.
+    /// Stops serving and checking; when it returns, both ports are free again.
     pub fn stop(self) {
         // Wake blocking queries, which answer with what they have.
         self.registry.store.close();
-        for serving in &self.listeners {
-            serving.stopping.store(true, Ordering::Release);
-            // Each call wakes one thread blocked in recv().
-            for _ in &serving.threads {
-                serving.server.unblock();
-            }
-        }
-        for serving in self.listeners {
-            for thread in serving.threads {
-                let _ = thread.join();
-            }
-        }
+        drop(self.listeners);
     }
 }

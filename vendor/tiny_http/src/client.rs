@@ -42,7 +42,7 @@ pub struct ClientConnection {
     // dynamic-ports patch: the limits, a handle to set the socket's read timeout, and the
     // deadline every read of this connection honours.
     limits: Limits,
-    control: Option<Connection>,
+    control: Option<Arc<Connection>>,
     deadline: Arc<Deadline>,
 }
 
@@ -72,7 +72,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         read_socket: RefinedTcpStream,
         limits: Limits,
-        control: Option<Connection>,
+        control: Option<Arc<Connection>>,
     ) -> ClientConnection {
         let deadline = Arc::new(Deadline::default());
         let mut read_socket = read_socket.with_deadline(deadline.clone());

@@ -145,7 +145,15 @@ pub struct Server {
     // dynamic-ports patch: the accept thread, joined on drop so the listening socket is closed
     // by the time the server is gone (a restart in the same process can bind the port again).
     accept_thread: Option<thread::JoinHandle<()>>,
+
+    // dynamic-ports patch: a handle on every open connection, shut down on drop.
+    open: OpenConnections,
 }
+
+/// dynamic-ports patch: what `Server::from_listener_with_handler` calls for each request.
+pub type Handler = Arc<dyn Fn(Request) + Send + Sync>;
+
+type OpenConnections = Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<Connection>>>>;
 
 enum Message {
     Error(IoError),
@@ -170,19 +178,25 @@ const _: fn() = || {
     must_be_share_and_send::<Server>();
 };
 
-/// dynamic-ports patch: counts a connection as served while it lives.
-struct LiveConnection(Arc<AtomicUsize>);
+/// dynamic-ports patch: counts a connection as served, and keeps it in the open set, while it
+/// lives.
+struct LiveConnection {
+    live: Arc<AtomicUsize>,
+    id: u64,
+    open: OpenConnections,
+}
 
 impl LiveConnection {
-    fn new(live: Arc<AtomicUsize>) -> LiveConnection {
+    fn new(live: Arc<AtomicUsize>, id: u64, open: OpenConnections) -> LiveConnection {
         live.fetch_add(1, AcqRel);
-        LiveConnection(live)
+        LiveConnection { live, id, open }
     }
 }
 
 impl Drop for LiveConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, AcqRel);
+        self.live.fetch_sub(1, AcqRel);
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -290,7 +304,27 @@ impl Server {
         ssl_config: Option<SslConfig>,
         limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
+        Self::build(listener.into(), ssl_config, limits, None)
+    }
+
+    /// dynamic-ports patch: like `from_listener_with_limits`, but each request is handed to
+    /// `handler` on its connection's own thread instead of being queued for `recv()`: no
+    /// hand-off between threads per request, and a slow client holds only its own thread.
+    /// `recv()` is never fed. Dropping the server shuts every open connection down.
+    pub fn from_listener_with_handler<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        handler: Handler,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::build(listener.into(), None, limits, Some(handler))
+    }
+
+    fn build(
+        listener: Listener,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+        handler: Option<Handler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -332,6 +366,8 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let open = OpenConnections::default();
+        let inside_open = open.clone();
         let accept_thread = thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
@@ -339,6 +375,7 @@ impl Server {
             log::debug!("Running accept thread");
             // dynamic-ports patch: connections being served, for `Limits::max_connections`.
             let live = Arc::new(AtomicUsize::new(0));
+            let mut next_id = 0u64;
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) if live.load(Acquire) >= limits.max_connections => {
@@ -347,7 +384,11 @@ impl Server {
                     }
                     Ok((sock, _)) => {
                         let _ = sock.set_write_timeout(Some(limits.write_timeout));
-                        let control = sock.try_clone().ok();
+                        let control = sock.try_clone().ok().map(Arc::new);
+                        next_id += 1;
+                        if let Some(control) = &control {
+                            inside_open.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, control.clone());
+                        }
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
@@ -379,13 +420,19 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        let handler = handler.clone();
                         let mut client = Some(client);
-                        let mut serving = Some(LiveConnection::new(live.clone()));
+                        let mut serving =
+                            Some(LiveConnection::new(live.clone(), next_id, inside_open.clone()));
                         tasks_pool.spawn(Box::new(move || {
                             let _serving = serving.take();
                             if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
+                                if let Some(handler) = &handler {
+                                    for rq in client {
+                                        handler(rq);
+                                    }
+                                } else if client.secure() {
+                                    // Synchronization is needed for HTTPS requests to avoid a deadlock
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
@@ -400,10 +447,11 @@ impl Server {
                         }));
                     }
 
+                    // dynamic-ports patch: an accept error (out of file descriptors, say) is
+                    // passing; ending the loop here would stop the server for good.
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        thread::sleep(Duration::from_millis(50));
                     }
                 }
             }
@@ -416,6 +464,7 @@ impl Server {
             close: close_trigger,
             listening_addr: local_addr,
             accept_thread: Some(accept_thread),
+            open,
         })
     }
 
@@ -500,6 +549,10 @@ impl Drop for Server {
             if let Some(thread) = self.accept_thread.take() {
                 let _ = thread.join();
             }
+        }
+        // Kept-alive connections would go on serving the dropped server's handler.
+        for connection in self.open.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            let _ = connection.shutdown(Shutdown::Both);
         }
 
         #[cfg(unix)]
