@@ -3,10 +3,8 @@
 //! number of series cannot grow with what clients send.
 
 use crate::wire::Status;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upper bounds of the probe-duration histogram, in seconds: loopback answers in well under a
@@ -56,9 +54,17 @@ pub struct Metrics {
     pub probe_duration: Histogram,
     /// Blocking queries waiting now.
     pub waiters: AtomicU64,
-    /// (listener, route, code) → requests answered.
-    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
+    /// Requests answered by listener, route and code: plain atomics, since every request
+    /// counts and a shared map under a mutex was contended by every connection thread.
+    requests: [[[AtomicU64; CODES.len()]; ROUTES.len()]; LISTENERS.len()],
 }
+
+const LISTENERS: [&str; 2] = ["api", "ui"];
+/// The route labels `api::route_label` gives.
+const ROUTES: [&str; 9] =
+    ["/", "/healthz", "/endpoints", "/endpoints/NAME", "/register", "/deregister", "/metrics", "/v1/sd", "other"];
+/// The status codes the registry answers with; anything else is counted as "other".
+const CODES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 503, 0];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -71,7 +77,7 @@ impl Default for Metrics {
             probes_failed: AtomicU64::new(0),
             probe_duration: Histogram::default(),
             waiters: AtomicU64::new(0),
-            requests: Mutex::new(BTreeMap::new()),
+            requests: Default::default(),
         }
     }
 }
@@ -79,7 +85,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, listener: &'static str, route: &'static str, code: u16) {
-        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((listener, route, code)).or_default() += 1;
+        let position = |names: &[&str], name| names.iter().position(|n| *n == name).unwrap_or(names.len() - 1);
+        let l = position(&LISTENERS, listener);
+        let r = position(&ROUTES, route);
+        let c = CODES.iter().position(|c| *c == code).unwrap_or(CODES.len() - 1);
+        self.requests[l][r][c].fetch_add(1, Relaxed);
     }
 
     /// Counts one probe.
@@ -120,8 +130,19 @@ impl Metrics {
         let _ = writeln!(out, "# HELP service_registry_probe_duration_seconds Time one health probe took.\n# TYPE service_registry_probe_duration_seconds histogram");
         self.probe_duration.render(&mut out, "service_registry_probe_duration_seconds");
         let _ = writeln!(out, "# HELP service_registry_http_requests_total HTTP requests answered, by listener, route and status code.\n# TYPE service_registry_http_requests_total counter");
-        for ((listener, route, code), count) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "service_registry_http_requests_total{{listener=\"{listener}\",route=\"{route}\",code=\"{code}\"}} {count}");
+        for (listener, routes) in LISTENERS.iter().zip(&self.requests) {
+            for (route, codes) in ROUTES.iter().zip(routes) {
+                for (code, count) in CODES.iter().zip(codes) {
+                    let count = count.load(Relaxed);
+                    if count > 0 {
+                        let code = if *code == 0 { "other".to_string() } else { code.to_string() };
+                        let _ = writeln!(
+                            out,
+                            "service_registry_http_requests_total{{listener=\"{listener}\",route=\"{route}\",code=\"{code}\"}} {count}"
+                        );
+                    }
+                }
+            }
         }
         let _ = writeln!(out, "# HELP service_registry_watchers Blocking queries waiting for a change.\n# TYPE service_registry_watchers gauge\nservice_registry_watchers {}", self.waiters.load(Relaxed));
         let start = self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();

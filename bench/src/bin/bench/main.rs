@@ -1,0 +1,143 @@
+//! `bench`: the driver of the benchmark suite behind `make bench`. Given the release binaries,
+//! it starts the fleet simulator, registries, servers, the load generator and (when installed)
+//! nginx, all on loopback; runs every measurement of issue 5; and prints one markdown table.
+//! Every process it starts is stopped on every way out, and every wait is bounded.
+//!
+//! ```text
+//! bench [--quick] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH]
+//!       [--nginx PATH|none] [--keep-logs]
+//! ```
+
+#![forbid(unsafe_code)]
+mod measure;
+mod procs;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: bench [--quick] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH] \
+[--nginx PATH|none] [--keep-logs]";
+
+/// What the driver is told.
+pub struct Options {
+    pub quick: bool,
+    pub registry: PathBuf,
+    pub server: PathBuf,
+    pub fleet: PathBuf,
+    pub loadgen: PathBuf,
+    /// `None`: nginx is not installed or not wanted.
+    pub nginx: Option<PathBuf>,
+    pub keep_logs: bool,
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1).collect()) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let tmp = std::env::temp_dir().join(format!("dynamic-ports-bench-{}", std::process::id()));
+    stop_everything_on_signals((!options.keep_logs).then(|| tmp.clone()));
+    if let Err(e) = std::fs::create_dir_all(&tmp) {
+        eprintln!("bench: cannot create {}: {e}", tmp.display());
+        return ExitCode::FAILURE;
+    }
+    let result = measure::run(&options, &tmp);
+    // Every process is stopped by now: their guards were dropped on the way out of run().
+    match result {
+        Ok(table) => {
+            println!("{table}");
+            if options.keep_logs {
+                eprintln!("bench: logs kept in {}", tmp.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: {e}\nbench: logs kept in {}", tmp.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
+    let here = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    let release = PathBuf::from("target/x86_64-unknown-linux-musl/release");
+    let mut options = Options {
+        quick: false,
+        registry: release.join("service-registry"),
+        server: release.join("dynamic-port-server"),
+        fleet: here.join("fleet"),
+        loadgen: here.join("loadgen"),
+        nginx: find_nginx(),
+        keep_logs: false,
+    };
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
+        match name.as_str() {
+            "--quick" => options.quick = true,
+            "--keep-logs" => options.keep_logs = true,
+            "--registry" => options.registry = value()?.into(),
+            "--server" => options.server = value()?.into(),
+            "--fleet" => options.fleet = value()?.into(),
+            "--loadgen" => options.loadgen = value()?.into(),
+            "--nginx" => options.nginx = Some(value()?).filter(|v| v != "none").map(PathBuf::from),
+            "-h" | "--help" => return Ok(None),
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    for (what, path) in [
+        ("--registry", &options.registry),
+        ("--server", &options.server),
+        ("--fleet", &options.fleet),
+        ("--loadgen", &options.loadgen),
+    ] {
+        if !path.is_file() {
+            return Err(format!("{what}: {} does not exist (build it first: scripts/bench.sh does)", path.display()));
+        }
+    }
+    Ok(Some(options))
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill every child, remove `tmp`, and leave. (SIGKILL needs no
+/// handler: the children get SIGKILL from the kernel when the driver dies, see
+/// `bench::sys::die_with_parent`.)
+fn stop_everything_on_signals(tmp: Option<PathBuf>) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    eprintln!("bench: interrupted (signal {signal}): stopping every process it started");
+                    procs::kill_all();
+                    if let Some(tmp) = &tmp {
+                        let _ = std::fs::remove_dir_all(tmp);
+                    }
+                    std::process::exit(128 + signal);
+                }
+            });
+        }
+        Err(e) => eprintln!("bench: cannot handle signals ({e}); children still die with the driver"),
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The benchmark of issue 5 (`make bench`): builds what it measures if needed, then runs the
+# driver, which prints one markdown table on stdout (progress on stderr).
+#
+#   scripts/bench.sh            the full run, under 5 minutes
+#   scripts/bench.sh --quick    under 1 minute: shorter windows, detection with a 1 s interval
+#
+# Any other arguments go to the driver (`--keep-logs`, `--nginx PATH|none`; see bench/).
+# Environment:
+#   BENCH_INSTALL_NGINX=1   install nginx with apt-get first (it is the ceiling of the read
+#                           figures); without it, nginx is used only if already installed.
+#   CARGO_TARGET_DIR        honoured; default: the repo's target/.
+#
+# All traffic stays on 127.0.0.1. The driver starts every process it measures and stops each
+# of them on every way out, SIGKILL of the driver included (they die with it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+musl=x86_64-unknown-linux-musl
+target_dir=${CARGO_TARGET_DIR:-target}
+
+if [[ ${BENCH_INSTALL_NGINX:-0} == 1 ]] && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+    echo "bench.sh: installing nginx (BENCH_INSTALL_NGINX=1)" >&2
+    (
+        # Installed, not started: the benchmark runs its own nginx on a loopback port. A
+        # policy-rc.d that says 101 keeps the package from starting the system service.
+        policy=/usr/sbin/policy-rc.d
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+            trap 'rm -f "$policy"' EXIT
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx >&2
+    ) || echo "bench.sh: could not install nginx; the table will say so" >&2
+fi
+
+echo "bench.sh: building the static musl release binaries and the benchmark tools (if needed)" >&2
+cargo build --release --target "$musl" -p service-registry -p dynamic-port-server \
+    --bin service-registry --bin dynamic-port-server >&2
+cargo build --release -p bench >&2
+
+# The fleet holds one descriptor per simulated server: as many as the hard limit allows.
+hard=$(ulimit -Hn)
+[[ $hard == unlimited ]] && hard=65536
+ulimit -n "$hard"
+if (($(ulimit -n) < 12500)); then
+    echo "bench.sh: the open-file limit is $(ulimit -n); the fleet needs about 12,500" >&2
+    exit 1
+fi
+
+release=$target_dir/$musl/release
+exec "$target_dir/release/bench" \
+    --registry "$release/service-registry" \
+    --server "$release/dynamic-port-server" \
+    --fleet "$target_dir/release/fleet" \
+    --loadgen "$target_dir/release/loadgen" \
+    "$@"
