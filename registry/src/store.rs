@@ -68,12 +68,6 @@ pub struct Filter {
     pub tags: Vec<String>,
 }
 
-impl Filter {
-    fn matches(&self, e: &Endpoint) -> bool {
-        self.status.is_none_or(|s| e.status == s) && self.tags.iter().all(|t| e.tags.contains(t))
-    }
-}
-
 /// A consistent listing: the records and the watch index at the moment it was taken.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -81,9 +75,17 @@ pub struct Snapshot {
     pub records: Vec<Endpoint>,
 }
 
+/// One endpoint as the store keeps it: compact (times as times, the address parsed, the Name
+/// only as the map's key), since at 10,000 endpoints every field is 10,000 of them. The wire
+/// record is built from it when asked for.
 struct Entry {
-    record: Endpoint,
     address: SocketAddr,
+    tags: Vec<String>,
+    status: Status,
+    consecutive_failures: u32,
+    registered_at: SystemTime,
+    last_check: Option<SystemTime>,
+    last_error: Option<String>,
     generation: u64,
     critical_since: Option<Instant>,
 }
@@ -91,11 +93,30 @@ struct Entry {
 impl Entry {
     fn health(&self) -> Health {
         Health {
-            status: self.record.status,
-            consecutive_failures: self.record.consecutive_failures,
-            last_error: self.record.last_error.clone(),
+            status: self.status,
+            consecutive_failures: self.consecutive_failures,
+            last_error: self.last_error.clone(),
             critical_since: self.critical_since,
         }
+    }
+
+    /// The record as the wire format has it.
+    fn record(&self, name: &str) -> Endpoint {
+        Endpoint {
+            name: name.to_string(),
+            address: self.address.to_string(),
+            tags: self.tags.clone(),
+            status: self.status,
+            registered_at: clock::rfc3339(self.registered_at),
+            last_check: self.last_check.map(clock::rfc3339),
+            last_error: self.last_error.clone(),
+            consecutive_failures: self.consecutive_failures,
+        }
+    }
+
+    /// Whether a listing with `filter` shows this entry.
+    fn shown_by(&self, filter: &Filter) -> bool {
+        filter.status.is_none_or(|s| self.status == s) && filter.tags.iter().all(|t| self.tags.contains(t))
     }
 }
 
@@ -188,9 +209,9 @@ impl Store {
         let full = state.entries.len() >= self.max_endpoints;
         let (change, check_now) = match state.entries.get_mut(&valid.name) {
             Some(entry) if entry.address == valid.address => {
-                let changed = entry.record.tags != valid.tags;
-                entry.record.tags = valid.tags;
-                let record = entry.record.clone();
+                let changed = entry.tags != valid.tags;
+                entry.tags = valid.tags;
+                let record = entry.record(&valid.name);
                 if changed {
                     self.touched(state, true);
                 }
@@ -204,22 +225,21 @@ impl Store {
         };
         state.next_generation += 1;
         let generation = state.next_generation;
-        let record = Endpoint {
-            name: valid.name.clone(),
-            address: valid.address.to_string(),
+        let entry = Entry {
+            address: valid.address,
             tags: valid.tags,
             status: Status::Pending,
-            registered_at: clock::rfc3339(now),
+            consecutive_failures: 0,
+            registered_at: now,
             last_check: None,
             last_error: None,
-            consecutive_failures: 0,
+            generation,
+            critical_since: None,
         };
+        let record = entry.record(&valid.name);
         let job = CheckJob { name: valid.name.clone(), address: valid.address, generation };
-        let replaced = state.entries.insert(
-            valid.name,
-            Entry { record: record.clone(), address: valid.address, generation, critical_since: None },
-        );
-        state.count(replaced.map(|e| e.record.status), Some(Status::Pending));
+        let replaced = state.entries.insert(valid.name, entry);
+        state.count(replaced.map(|e| e.status), Some(Status::Pending));
         self.touched(state, true);
         Ok(Registered { record, change, check_now: check_now.then_some(job) })
     }
@@ -228,21 +248,21 @@ impl Store {
     pub fn deregister(&self, name: &str) -> Option<Endpoint> {
         let mut state = self.lock();
         let removed = state.entries.remove(name)?;
-        state.count(Some(removed.record.status), None);
+        state.count(Some(removed.status), None);
         self.touched(&mut state, true);
-        Some(removed.record)
+        Some(removed.record(name))
     }
 
     /// One endpoint by Name.
     pub fn get(&self, name: &str) -> Option<Endpoint> {
-        self.lock().entries.get(name).map(|e| e.record.clone())
+        self.lock().entries.get(name).map(|e| e.record(name))
     }
 
     /// The endpoints that match `filter`, sorted by Name, with the counters they reflect.
     pub fn list(&self, filter: &Filter) -> Snapshot {
         let state = self.lock();
         let mut records: Vec<Endpoint> =
-            state.entries.values().map(|e| &e.record).filter(|r| filter.matches(r)).cloned().collect();
+            state.entries.iter().filter(|(_, e)| e.shown_by(filter)).map(|(name, e)| e.record(name)).collect();
         let index = state.index;
         drop(state);
         records.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -299,10 +319,10 @@ impl Store {
             return Applied::Removed;
         }
         let meaningful = after != before;
-        entry.record.status = after.status;
-        entry.record.consecutive_failures = after.consecutive_failures;
-        entry.record.last_error = after.last_error;
-        entry.record.last_check = Some(clock::rfc3339(wall));
+        entry.status = after.status;
+        entry.consecutive_failures = after.consecutive_failures;
+        entry.last_error = after.last_error;
+        entry.last_check = Some(wall);
         entry.critical_since = after.critical_since;
         state.count(Some(before.status), Some(after.status));
         self.touched(&mut state, meaningful);
