@@ -1,0 +1,121 @@
+# dynamic-ports: the one front door. `make help` lists the targets.
+#
+# Variables (override on the command line: `make images CONTAINER_ENGINE=podman`):
+#   VERSION           image tag; read from [workspace.package] version in Cargo.toml
+#   IMAGE_PREFIX      prepended to image names, e.g. ghcr.io/me/ (default: empty)
+#   CONTAINER_ENGINE  docker or podman. Default docker; when it is not set and docker cannot
+#                     reach a daemon but podman is installed, podman is used (with a note).
+#   CONTAINERS_CONF   for podman only: when unset, scripts/containers.conf (runc, cgroupfs,
+#                     ulimits that fit sandboxed machines; see that file).
+#   KUBECTL           kubectl command for deploy/undeploy (default: kubectl)
+#   BENCH_ARGS        arguments for scripts/bench.sh, e.g. --quick
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-print-directory
+
+VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+IMAGE_PREFIX ?=
+KUBECTL ?= kubectl
+MUSL_TARGET := x86_64-unknown-linux-musl
+# Always the repo's own target/: the Dockerfiles COPY from there (a CARGO_TARGET_DIR set in
+# the environment would put the binaries out of the build context).
+RELEASE_DIR := target/$(MUSL_TARGET)/release
+BINARIES := service-registry dynamic-port-server
+REGISTRY_IMAGE := $(IMAGE_PREFIX)service-registry:$(VERSION)
+SERVER_IMAGE := $(IMAGE_PREFIX)dynamic-port-server:$(VERSION)
+
+# Container engine: docker unless told otherwise, falling back to podman when docker has no
+# daemon (as on the project's machines). Worked out once, and only by targets that use it.
+ifeq ($(origin CONTAINER_ENGINE),undefined)
+CONTAINER_ENGINE = $(eval CONTAINER_ENGINE := $(shell \
+	if docker info >/dev/null 2>&1 || ! command -v podman >/dev/null 2>&1; then echo docker; \
+	else echo "make: docker cannot reach a daemon; using podman (set CONTAINER_ENGINE to choose)" >&2; echo podman; fi))$(CONTAINER_ENGINE)
+endif
+# Prefix for engine commands: podman gets scripts/containers.conf unless CONTAINERS_CONF is set.
+ENGINE_ENV = $(if $(filter podman,$(notdir $(CONTAINER_ENGINE))),CONTAINERS_CONF="$${CONTAINERS_CONF:-$(CURDIR)/scripts/containers.conf}")
+ENGINE = $(ENGINE_ENV) $(CONTAINER_ENGINE)
+
+.PHONY: help build test fmt-check clippy cargo-test validate smoke images smoke-images push \
+	deploy undeploy demo bench tools clean
+
+help: ## List the targets
+	@echo "dynamic-ports $(VERSION): make TARGET [CONTAINER_ENGINE=docker|podman] [IMAGE_PREFIX=registry/user/]"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
+
+build: ## Static musl release binaries in target/x86_64-unknown-linux-musl/release/
+	env -u CARGO_TARGET_DIR cargo build --release --target $(MUSL_TARGET) \
+		$(addprefix -p ,$(BINARIES)) $(addprefix --bin ,$(BINARIES))
+	@ls -l $(addprefix $(RELEASE_DIR)/,$(BINARIES))
+
+test: ## Everything CI runs: fmt, clippy, tests, validate, smoke, images, smoke-images
+	@start=$$(date +%s); \
+	for t in fmt-check clippy cargo-test validate smoke images smoke-images; do \
+		s=$$(date +%s); echo; echo "===== make $$t"; \
+		$(MAKE) $$t CONTAINER_ENGINE=$(CONTAINER_ENGINE) || { echo "===== FAILED: make $$t" >&2; exit 1; }; \
+		echo "===== make $$t passed in $$(( $$(date +%s) - s ))s"; \
+	done; \
+	echo; echo "===== make test: all passed in $$(( $$(date +%s) - start ))s"
+
+fmt-check: ## cargo fmt --all --check
+	cargo fmt --all --check
+
+clippy: ## cargo clippy, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+cargo-test: ## cargo test --workspace
+	cargo test --workspace
+
+validate: ## Validate the Kubernetes manifests (schema, selectors and ports, checkov)
+	scripts/validate-manifests.sh
+
+tools: ## Install the pinned manifest validators in .venv-tools/
+	scripts/install-tools.sh
+
+smoke: ## Registry and three servers as local processes: register, health-check, leave
+	scripts/smoke.sh
+
+images: build ## Build the images service-registry:VERSION and dynamic-port-server:VERSION
+	$(ENGINE) build -t $(REGISTRY_IMAGE) -f registry/Dockerfile .
+	$(ENGINE) build -t $(SERVER_IMAGE) -f server/Dockerfile .
+	@for i in $(REGISTRY_IMAGE) $(SERVER_IMAGE); do \
+		echo "$$i: $$($(ENGINE) image inspect --format '{{.Size}}' $$i) bytes"; done
+
+smoke-images: ## The smoke story with the images (host networking); run `make images` first
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) REGISTRY_IMAGE=$(REGISTRY_IMAGE) SERVER_IMAGE=$(SERVER_IMAGE) \
+		$(ENGINE_ENV) scripts/smoke-images.sh
+
+push: ## Push both images (set IMAGE_PREFIX to your registry, e.g. ghcr.io/me/)
+	@if [[ -z "$(IMAGE_PREFIX)" ]]; then \
+		echo "push: set IMAGE_PREFIX, e.g. make images push IMAGE_PREFIX=ghcr.io/me/" >&2; exit 2; fi
+	$(ENGINE) push $(REGISTRY_IMAGE)
+	$(ENGINE) push $(SERVER_IMAGE)
+
+# With IMAGE_PREFIX set, the image names in deployments/ get that prefix on the way to kubectl.
+deploy: ## kubectl create the token Secret (if missing), the Services, then deployments/
+	@$(KUBECTL) get secret service-registry-token >/dev/null 2>&1 || { \
+		echo "creating the Secret service-registry-token with a random write token"; \
+		head -c 32 /dev/urandom | base64 | tr -d '\n' | $(KUBECTL) create secret generic service-registry-token --from-file=token=/dev/stdin; }
+	$(KUBECTL) create -f services/
+	$(call render_deployments) | $(KUBECTL) create -f -
+
+undeploy: ## kubectl delete what deploy created
+	$(call render_deployments) | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) delete --ignore-not-found -f services/
+
+render_deployments = for f in deployments/*.yaml; do \
+	echo "---"; sed -E 's\#^( +image: )(service-registry|dynamic-port-server):\#\1$(IMAGE_PREFIX)\2:\#' "$$f"; done
+
+demo: ## Run a registry and three servers locally (loopback) until Ctrl-C
+	scripts/demo.sh
+
+bench: ## The benchmark (scripts/bench.sh; BENCH_ARGS=--quick for a short run)
+	@if [[ -x scripts/bench.sh ]]; then scripts/bench.sh $(BENCH_ARGS); \
+	else echo "bench: the benchmark is not written yet (scripts/bench.sh does not exist)" >&2; exit 1; fi
+
+clean: ## cargo clean, and remove the images of this VERSION if an engine has them
+	cargo clean
+	-@$(ENGINE) rmi $(REGISTRY_IMAGE) $(SERVER_IMAGE) >/dev/null 2>&1 || true
