@@ -32,6 +32,16 @@ pub fn decode(text: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Percent-encodes `text` for a query value: everything but RFC 3986's unreserved characters.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The decoded `key=value` pairs of a query string, in order; `None` if one is malformed.
 pub fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
     query
@@ -59,6 +69,8 @@ mod tests {
         assert_eq!(decode("%zz", false), None);
         assert_eq!(decode("%f", false), None);
         assert_eq!(decode("%ff", false), None, "not UTF-8");
+        assert_eq!(encode("a b/é~"), "a%20b%2F%C3%A9~");
+        assert_eq!(decode(&encode("web, eu/%"), true).as_deref(), Some("web, eu/%"));
         assert_eq!(
             query_pairs("status=passing&tag=a&tag=b%20c&flag").unwrap(),
             [("status", "passing"), ("tag", "a"), ("tag", "b c"), ("flag", "")]

@@ -3,7 +3,7 @@
 
 use crate::flags::{self, Command, Flag, FlagError};
 use crate::wire::{Endpoint, Status};
-use crate::{clock, duration};
+use crate::{clock, duration, url};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
@@ -69,7 +69,7 @@ pub fn parse(
         query.push(format!("status={status}"));
     }
     for tag in values.get_all("tag") {
-        query.push(format!("tag={}", encode(tag)));
+        query.push(format!("tag={}", url::encode(tag)));
     }
     Ok(Some(Options {
         registry: values.get("registry").unwrap_or("127.0.0.1:10080").to_string(),
@@ -77,15 +77,6 @@ pub fn parse(
         wait: values.parse_with("wait", Duration::from_secs(300), duration::parse)?,
         once: values.is_set("once"),
     }))
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Runs the watch until the process is stopped (or once, with `-once`).

@@ -151,7 +151,7 @@ fn prometheus_discovers_three_servers_through_the_registry_and_scrapes_them() {
     // The samples made it into Prometheus's storage with the relabelled names.
     let query = "count(dynamic_port_server_uptime_seconds{job=\"dynamic-ports\",instance_name=~\"prom-.\"})";
     let count = eventually(PROMETHEUS_PATIENCE, || {
-        let data = prometheus.api(&format!("query?query={}", encode(query)))?;
+        let data = prometheus.api(&format!("query?query={}", service_registry::url::encode(query)))?;
         data["result"][0]["value"][1].as_str().filter(|v| *v == "3").map(str::to_string)
     });
     assert_eq!(count.as_deref(), Some("3"), "query {query}; Prometheus log:\n{}", prometheus.log());
@@ -161,16 +161,6 @@ fn prometheus_discovers_three_servers_through_the_registry_and_scrapes_them() {
         prometheus.targets("service-registry").into_iter().find(|t| t["health"] == "up")
     });
     assert!(registry_target.is_some(), "{:#}", prometheus.api("targets").unwrap_or_default());
-}
-
-/// Percent-encodes a query parameter.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Runs `promtool check metrics` on `text`: its exit status and everything it printed.
