@@ -1,7 +1,6 @@
 //! Blocking queries, as Consul has them: `?index=N&wait=30s` holds a read until the watch index
-//! passes N or the wait ends, then answers as usual. Each waiting query holds one thread of its
-//! own (small stack, no polling: it sleeps on the store's condition variable), so their number
-//! is capped and the handler threads stay free.
+//! passes N or the wait ends, then answers as usual. A waiting query sleeps on the store's
+//! condition variable (no polling) on its connection's thread; their number is capped.
 
 use crate::api::{self, Listener, Reply};
 use crate::duration;
@@ -9,16 +8,12 @@ use crate::service::Registry;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a query waits when it gives no `wait`: Consul's default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 /// The longest wait granted: Consul's cap.
 pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
-/// A waiter only sleeps and then renders one answer.
-const WAITER_STACK: usize = 128 * 1024;
 
 /// A blocking query's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +43,17 @@ fn with_jitter(wait: Duration) -> Duration {
     wait + wait / 16 * fraction as u32 / 1000
 }
 
-/// Answers `request` once the index passes `wait.seen` or the wait ends, on a thread of its
-/// own; at the cap, answers 429 at once.
-pub fn park(registry: &Arc<Registry>, request: tiny_http::Request, listener: Listener, wait: Wait, later: api::Later) {
+/// Answers `request` once the index passes `wait.seen` or the wait ends; at the cap, answers
+/// 429 at once. It waits on the connection's own thread (requests are answered there), so a
+/// waiting query holds no thread of its own, stays within `-max-connections`, and no idle
+/// timer runs on its connection meanwhile.
+pub fn wait_then_answer(
+    registry: &Registry,
+    request: tiny_http::Request,
+    listener: Listener,
+    wait: Wait,
+    later: api::Later,
+) {
     let waiters = &registry.metrics.waiters;
     if waiters.fetch_add(1, Ordering::AcqRel) >= registry.max_waiters as u64 {
         waiters.fetch_sub(1, Ordering::AcqRel);
@@ -64,22 +67,10 @@ pub fn park(registry: &Arc<Registry>, request: tiny_http::Request, listener: Lis
         .with_header("Retry-After", "1".into());
         return api::respond(registry, request, listener, later.route(), reply);
     }
-    let registry = registry.clone();
-    let deadline = Instant::now() + with_jitter(wait.wait);
-    let spawned = thread::Builder::new().name("watch".into()).stack_size(WAITER_STACK).spawn({
-        let registry = registry.clone();
-        move || {
-            registry.store.wait_for_change(wait.seen, deadline);
-            let reply = api::answer(&registry, &later);
-            registry.metrics.waiters.fetch_sub(1, Ordering::AcqRel);
-            api::respond(&registry, request, listener, later.route(), reply);
-        }
-    });
-    if let Err(e) = spawned {
-        // The request went into the failed closure; the client sees its connection close.
-        registry.metrics.waiters.fetch_sub(1, Ordering::AcqRel);
-        log::warn!("cannot start a thread for a blocking query: {e}");
-    }
+    registry.store.wait_for_change(wait.seen, Instant::now() + with_jitter(wait.wait));
+    waiters.fetch_sub(1, Ordering::AcqRel);
+    let reply = api::answer(registry, &later);
+    api::respond(registry, request, listener, later.route(), reply);
 }
 
 #[cfg(test)]

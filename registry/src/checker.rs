@@ -164,6 +164,14 @@ fn work(
     loop {
         let next = work_rx.lock().map(|rx| rx.recv());
         let Ok(Ok(Work { job, due, first })) = next else { return };
+        // Asked again now, not only when it was queued: a client that keeps moving a Name
+        // between hung addresses must not fill the queue with probes that no longer count.
+        if !store.is_current(&job) {
+            if done_tx.send(Message::Done { job, due, first, alive: false }).is_err() {
+                return;
+            }
+            continue;
+        }
         let started = Instant::now();
         let outcome = probe(job.address, timeout);
         metrics.probe(outcome == Outcome::Pass, started.elapsed());

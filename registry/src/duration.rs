@@ -15,9 +15,13 @@ impl fmt::Display for DurationError {
 
 impl std::error::Error for DurationError {}
 
+/// The longest duration accepted: longer than any sensible interval or timeout, and short
+/// enough that adding it to the clock can never overflow (which would abort the process).
+pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses a Go duration: one or more `NUMBER UNIT` pairs, units `ns us µs ms s m h`, decimals
 /// allowed (`1.5s`); `0` alone is zero. Negative durations are refused: nothing here waits
-/// backwards.
+/// backwards; so are durations over [`MAX`].
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let bad =
         |why: &str| DurationError(format!("invalid duration {text:?}: {why} (write it as in Go: 200ms, 5s, 1m30s)"));
@@ -59,7 +63,11 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         rest = next;
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| bad("too large"))?;
-    Ok(Duration::new(secs, (total_nanos % 1_000_000_000) as u32))
+    let parsed = Duration::new(secs, (total_nanos % 1_000_000_000) as u32);
+    if parsed > MAX {
+        return Err(bad("longer than a year"));
+    }
+    Ok(parsed)
 }
 
 /// Writes a duration as Go's `Duration.String()` does for the values we print: `1m30s`,
@@ -133,6 +141,8 @@ mod tests {
             "1e3s",
             "99999999999999999999h",
             "94522879700260684295381835.9999999999999h",
+            "5000000000000000h",
+            "8785h",
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.to_string().contains("invalid duration"), "{text}: {err}");

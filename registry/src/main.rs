@@ -191,7 +191,11 @@ fn config(values: &Values) -> Result<Config, FlagError> {
             workers: count("check-concurrency", defaults.check.workers, 4096)?,
         },
         thresholds: Thresholds {
-            failures_before_critical: count("failures-before-critical", 2, 1000)? as u32,
+            failures_before_critical: count(
+                "failures-before-critical",
+                defaults.thresholds.failures_before_critical as usize,
+                1000,
+            )? as u32,
             deregister_critical_after: duration(
                 "deregister-critical-after",
                 defaults.thresholds.deregister_critical_after,
@@ -221,7 +225,8 @@ fn config(values: &Values) -> Result<Config, FlagError> {
                 _ => Err("must be a fraction from 0 to 1, like 0.5".to_string()),
             })?,
             max_hold: duration("eviction-guard-max-hold", defaults.guard.max_hold)?,
-            window: defaults.check.interval,
+            // The window is the check interval: service::start sets it.
+            window: defaults.guard.window,
         },
         max_waiters: count("max-watchers", DEFAULT_MAX_WAITERS, 100_000)?,
     })
@@ -246,6 +251,13 @@ fn run(config: &Config) -> ExitCode {
     };
     log::info!("API listening on {}", running.api_addr);
     log::info!("UI listening on {}", running.ui_addr);
+    if config.token.is_set() {
+        log::info!("Writes need the token from -token-file");
+    }
+    if !config.probe_policy.allow.is_empty() {
+        let ranges: Vec<String> = config.probe_policy.allow.iter().map(|c| c.to_string()).collect();
+        log::info!("Accepting only Addresses in {}", ranges.join(", "));
+    }
     log::info!(
         "Checking /healthz every {} (timeout {}, critical after {} failures, removed after {} critical)",
         duration::format(config.check.interval),

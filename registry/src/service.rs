@@ -34,7 +34,7 @@ pub struct Config {
     pub probe_policy: ProbePolicy,
     /// `-eviction-guard-share` and `-eviction-guard-max-hold`; the window is the check interval.
     pub guard: GuardConfig,
-    /// `-max-watchers`: blocking queries waiting at once; each holds a thread.
+    /// `-max-watchers`: blocking queries waiting at once; each holds its connection's thread.
     pub max_waiters: usize,
 }
 
@@ -64,8 +64,8 @@ pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
 /// and far below what would exhaust memory or file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
-/// Default cap on blocking queries waiting at once: each holds a thread with a small stack,
-/// so a few hundred cost a few megabytes at most.
+/// Default cap on blocking queries waiting at once: each holds its connection's thread, and
+/// they must leave room under `-max-connections` for everything else.
 pub const DEFAULT_MAX_WAITERS: usize = 256;
 
 /// The registry's shared state, as request handlers see it.
@@ -126,26 +126,32 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         metrics,
         max_waiters: config.max_waiters,
     });
-    let api = serve(api_listener, Listener::Api, &registry, limits(config))?;
-    let ui = serve(ui_listener, Listener::Ui, &registry, limits(config))?;
+    let api = serve(api_listener, Listener::Api, &registry, limits(config, Listener::Api))?;
+    let ui = serve(ui_listener, Listener::Ui, &registry, limits(config, Listener::Ui))?;
     Ok(Running { api_addr: api.0, ui_addr: ui.0, registry, listeners: vec![api.1, ui.1] })
 }
 
 /// What one client connection may cost: bounded time for a request to arrive, bounded sizes,
 /// and a bounded number of connections, so a slow or hostile client holds one thread for a
 /// few seconds at most and cannot make the registry read or buffer more than it needs.
-fn limits(config: &Config) -> tiny_http::Limits {
+fn limits(config: &Config, kind: Listener) -> tiny_http::Limits {
     tiny_http::Limits {
         max_connections: config.max_connections,
-        // Longer than the 15 s a ureq client keeps an idle connection, so renewals reuse it.
+        // Clients that keep connections open between requests (browsers, watchers' keep-alive)
+        // get a minute; the servers open a fresh one per renewal.
         idle_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(10),
         write_timeout: Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
-        max_body_bytes: api::MAX_BODY_BYTES,
+        // The UI listener takes no writes: a body there is only ever refused, so it need not
+        // be buffered beyond what a mistaken client sends.
+        max_body_bytes: if kind == Listener::Api { api::MAX_BODY_BYTES } else { UI_MAX_BODY_BYTES },
     }
 }
+
+/// Largest body the UI listener reads before answering its 405.
+const UI_MAX_BODY_BYTES: usize = 4 * 1024;
 
 fn serve(
     listener: TcpListener,
@@ -163,7 +169,7 @@ fn serve(
             let route = api::route_label(api::path_of(request.url()));
             api::respond(&registry, request, kind, route, reply);
         }
-        Routed::Wait(wait, later) => blocking::park(&registry, request, kind, wait, later),
+        Routed::Wait(wait, later) => blocking::wait_then_answer(&registry, request, kind, wait, later),
     });
     let server = tiny_http::Server::from_listener_with_handler(listener, limits, handler)
         .map_err(|e| failed(io::Error::other(e.to_string())))?;

@@ -16,16 +16,28 @@ pub const SPEC: &[Flag] = &[
         default: "127.0.0.1:10080",
         help: "the registry to watch (its API or UI listener)",
     },
-    Flag { name: "status", env: "", value: "STATUS", default: "", help: "only endpoints with this status" },
+    Flag {
+        name: "status",
+        env: "REGISTRY_WATCH_STATUS",
+        value: "STATUS",
+        default: "",
+        help: "only endpoints with this status",
+    },
     Flag {
         name: "tag",
-        env: "",
+        env: "REGISTRY_WATCH_TAG",
         value: "TAG",
         default: "",
         help: "only endpoints with this tag (repeat for all of several)",
     },
-    Flag { name: "wait", env: "", value: "DURATION", default: "5m", help: "longest wait of one blocking query" },
-    Flag { name: "once", env: "", value: "", default: "", help: "print the table once and exit" },
+    Flag {
+        name: "wait",
+        env: "REGISTRY_WATCH_WAIT",
+        value: "DURATION",
+        default: "5m",
+        help: "longest wait of one blocking query",
+    },
+    Flag { name: "once", env: "REGISTRY_WATCH_ONCE", value: "", default: "", help: "print the table once and exit" },
 ];
 
 /// Largest answer read: 10,000 endpoints are about 2 MB of JSON.

@@ -1443,3 +1443,27 @@ fn a_hold_releases_as_soon_as_most_pass_again_and_nothing_is_removed() {
         (records.len() == 100 && count(&records, "passing") == 100).then_some(())
     });
 }
+
+/// A client that keeps moving one Name between addresses that accept and never answer must
+/// not hold up the checks of everyone else: probes of an address the Name has left no longer
+/// count, so they are skipped rather than waited out.
+#[test]
+fn moving_a_name_between_hung_addresses_does_not_stall_other_checks() {
+    let _serial = one_at_a_time();
+    let config = Config {
+        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(1), workers: 2 },
+        ..config()
+    };
+    let registry = Registry::start(config);
+    // Two listeners that accept (the kernel does) and never answer.
+    let hung: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    for i in 0..40 {
+        registry.register("mover", hung[i % 2].local_addr().expect("address"), &[]);
+    }
+    let fleet = Fleet::start(1);
+    let t0 = Instant::now();
+    registry.register("good", fleet.addrs[0], &[]);
+    // With 40 queued probes of 1 s each on 2 workers, waiting them out would take 20 s.
+    registry.wait_for("good", "passing", Duration::from_secs(4));
+    eprintln!("good passed {:?} after 40 moves of a hung Name", t0.elapsed());
+}

@@ -130,14 +130,25 @@ pub fn parse(
 }
 
 fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Config, FlagError> {
-    let k8s_registry =
-        || Some(format!("{}:{}", env("SERVICE_REGISTRY_SERVICE_HOST")?, env("SERVICE_REGISTRY_SERVICE_PORT")?));
+    let k8s_registry = || {
+        let (host, port) = (env("SERVICE_REGISTRY_SERVICE_HOST")?, env("SERVICE_REGISTRY_SERVICE_PORT")?);
+        // An IPv6 cluster's Service IP needs brackets to be an authority: [fd00::a]:10080.
+        Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+    };
     let registry = match values.get("service-registry") {
         Some(v) => v.to_string(),
         None => k8s_registry().unwrap_or_else(|| "127.0.0.1:10080".into()),
     };
-    if registry.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
-        return Err(invalid("service-registry", &registry, "expected HOST:PORT, like 10.0.0.10:10080"));
+    let unbracketed_v6 = |host: &str| host.contains(':') && !(host.starts_with('[') && host.ends_with(']'));
+    if registry
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || unbracketed_v6(host) || port.parse::<u16>().is_err())
+    {
+        return Err(invalid(
+            "service-registry",
+            &registry,
+            "expected HOST:PORT, like 10.0.0.10:10080 or [fd00::a]:10080",
+        ));
     }
     let name =
         values.get("service-instance-name").map(str::to_string).or_else(|| env("POD_NAME").filter(|n| !n.is_empty()));
@@ -231,6 +242,14 @@ mod tests {
             serve(&["-service-registry=1.2.3.4:1", "-advertised-ip", "10.0.0.1", "--service-instance-name=x"], &env);
         assert_eq!((c.registry.as_str(), c.name.as_deref()), ("1.2.3.4:1", Some("x")));
         assert_eq!(c.advertised_ip, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv6_service_address_gets_brackets() {
+        let env = [("SERVICE_REGISTRY_SERVICE_HOST", "fd00::a"), ("SERVICE_REGISTRY_SERVICE_PORT", "10080")];
+        assert_eq!(serve(&[], &env).registry, "[fd00::a]:10080");
+        assert_eq!(serve(&["-service-registry=[::1]:1"], &[]).registry, "[::1]:1");
+        assert!(parse_with(&["-service-registry=fd00::a:10080"], &[]).is_err());
     }
 
     #[test]

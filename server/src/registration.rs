@@ -23,6 +23,9 @@ impl Client {
     /// A client of the registry at `HOST:PORT`, sending `token` with every write if given.
     pub fn new(registry: &str, token: Option<&str>) -> Client {
         let config = ureq::Agent::config_builder()
+            // A renewal every few seconds needs no kept-alive connection, and each one kept
+            // would hold a thread of the registry's for as long as it stays open.
+            .max_idle_connections(0)
             .http_status_as_error(false)
             .user_agent(concat!("dynamic-port-server/", env!("CARGO_PKG_VERSION")))
             .build();

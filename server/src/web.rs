@@ -53,13 +53,16 @@ pub fn handle(identity: &Identity, request: Request) {
         "/healthz" if read => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
         "/" if read => (200, "text/html; charset=utf-8", page(identity)),
         "/metrics" if read => (200, "text/plain; version=0.0.4; charset=utf-8", metrics(identity)),
-        "/" | "/healthz" | "/metrics" => (405, "text/plain; charset=utf-8", "method not allowed\n".into()),
+        "/" | "/healthz" | "/metrics" => (405, "text/plain; charset=utf-8", "only GET and HEAD\n".into()),
         _ => (404, "text/plain; charset=utf-8", "not found\n".into()),
     };
     let route = ["/", "/healthz", "/metrics"].into_iter().find(|r| *r == path).unwrap_or("other");
     *identity.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((route, status)).or_default() += 1;
     let length = body.len();
-    let headers: Vec<Header> = Header::from_bytes("Content-Type", content_type).into_iter().collect();
+    let mut headers: Vec<Header> = Header::from_bytes("Content-Type", content_type).into_iter().collect();
+    if status == 405 {
+        headers.extend(Header::from_bytes("Allow", "GET, HEAD"));
+    }
     let response = Response::new(status.into(), headers, Cursor::new(body), Some(length), None);
     let _ = request.respond(response);
 }

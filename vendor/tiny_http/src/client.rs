@@ -138,7 +138,8 @@ impl ClientConnection {
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf).map_err(|_| ReadError::WrongRequestLine);
+                return AsciiString::from_ascii(buf)
+                    .map_err(|_| ReadError::Malformed("the request line and headers must be ASCII"));
             }
 
             prev_byte_was_cr = byte == b'\r';

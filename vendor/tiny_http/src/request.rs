@@ -203,17 +203,15 @@ where
         let mut buffer = Vec::new();
         match content_length {
             Some(content_length) => {
-                buffer.resize(content_length, 0);
-                let mut offset = 0;
-                while offset != content_length {
-                    let read = source_data.read(&mut buffer[offset..])?;
-                    if read == 0 {
-                        // the socket returned EOF, but we were before the expected content-length
-                        let info = "Connection has been closed before we received enough data";
-                        let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                        return Err(RequestCreationError::CreationIoError(err));
-                    }
-                    offset += read;
+                // Grown as bytes arrive, not sized from the header up front: a client that
+                // declares a large body and sends it slowly holds only what it has sent.
+                buffer.reserve(content_length.min(8 * 1024));
+                (&mut source_data).take(content_length as u64).read_to_end(&mut buffer)?;
+                if buffer.len() != content_length {
+                    // the socket returned EOF, but we were before the expected content-length
+                    let info = "Connection has been closed before we received enough data";
+                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                    return Err(RequestCreationError::CreationIoError(err));
                 }
             }
             // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
