@@ -41,9 +41,17 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
+/// (32768-60999 by default). A port from that range could meanwhile become the source port of
+/// some outgoing connection, or even of a client connecting to it while nothing listens there
+/// (a TCP self-connect), and then the process meant to listen on it cannot.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    (0..200u64)
+        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7_919))) % 12_000) as u16)
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port in 20000-31999")
 }
 
 /// A running binary. Dropping it kills it (SIGKILL) and reaps it.

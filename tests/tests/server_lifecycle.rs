@@ -112,7 +112,7 @@ fn kubernetes_environment_alone_registers_pod_name_at_host_ip() {
 #[test]
 fn the_port_range_is_honoured_and_a_full_range_is_fatal() {
     let registry = Registry::start(&[]);
-    // A range of ten ports starting at one the kernel just handed out is very likely free.
+    // A range of ten ports starting at a free one, below the ephemeral range: very likely free.
     let low = free_port().min(65525);
     let range = format!("-port-range={low}-{}", low + 9);
     let server = Server::start(registry.api, "ranged", "10s", &[&range]);
