@@ -260,7 +260,7 @@ pub fn write_reply(out: &mut impl Write, reply: &Reply, head_only: bool, close: 
         head,
         "HTTP/1.1 {} {}\r\nServer: service-registry\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
         reply.status,
-        reason(reply.status),
+        tiny_http::StatusCode(reply.status).default_reason_phrase(),
         cached_http_date(),
         reply.content_type,
         body.len()
@@ -298,22 +298,6 @@ fn cached_http_date() -> String {
         }
         cached.1.clone()
     })
-}
-
-/// The reason phrase of the status codes this registry sends.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
 }
 
 fn read_only() -> Reply {

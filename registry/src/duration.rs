@@ -70,6 +70,14 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Ok(parsed)
 }
 
+/// Parses a duration that must be more than zero: an interval or a timeout.
+pub fn parse_positive(text: &str) -> Result<Duration, DurationError> {
+    match parse(text)? {
+        d if d.is_zero() => Err(DurationError(format!("invalid duration {text:?}: must be more than 0"))),
+        d => Ok(d),
+    }
+}
+
 /// Writes a duration as Go's `Duration.String()` does for the values we print: `1m30s`,
 /// `200ms`, `1.5s`.
 pub fn format(d: Duration) -> String {
@@ -146,6 +154,14 @@ mod tests {
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.to_string().contains("invalid duration"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn intervals_must_be_more_than_zero() {
+        assert_eq!(parse_positive("5s"), Ok(Duration::from_secs(5)));
+        for text in ["0", "0s", "0ms"] {
+            assert!(parse_positive(text).unwrap_err().to_string().contains("must be more than 0"), "{text}");
         }
     }
 

@@ -10,7 +10,6 @@ use service_registry::health::Thresholds;
 use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS};
 use service_registry::{duration, logging, watch, VERSION};
 use std::process::ExitCode;
-use std::time::Duration;
 
 const SPEC: &[Flag] = &[
     Flag {
@@ -169,12 +168,7 @@ fn watch(args: impl Iterator<Item = String>) -> ExitCode {
 }
 
 fn config(values: &Values) -> Result<Config, FlagError> {
-    let positive = |d: Duration| if d.is_zero() { Err("must be more than 0") } else { Ok(d) };
-    let duration = |name, default| {
-        values.parse_with(name, default, |s| {
-            duration::parse(s).map_err(|e| e.to_string()).and_then(|d| positive(d).map_err(str::to_string))
-        })
-    };
+    let duration = |name, default| values.parse_with(name, default, duration::parse_positive);
     let count = |name, default: usize, max: usize| {
         values.parse_with(name, default, |s| match s.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),

@@ -49,7 +49,7 @@ const LIVE_SCRIPT: &str = r#"<script>
 pub fn render(endpoints: &[Endpoint], index: u64, version: &str, banner: Option<&str>) -> String {
     let mut counts = [0usize; 3];
     for e in endpoints {
-        counts[Status::ALL.iter().position(|s| *s == e.status).unwrap_or(0)] += 1;
+        counts[e.status.index()] += 1;
     }
     let mut html = String::with_capacity(1024 + endpoints.len() * 320);
     let _ = write!(

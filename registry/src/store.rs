@@ -135,18 +135,13 @@ struct State {
     closed: bool,
 }
 
-/// A status's place in [`State::counts`].
-fn slot(status: Status) -> usize {
-    Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
-}
-
 impl State {
     fn count(&mut self, from: Option<Status>, to: Option<Status>) {
         if let Some(from) = from {
-            self.counts[slot(from)] -= 1;
+            self.counts[from.index()] -= 1;
         }
         if let Some(to) = to {
-            self.counts[slot(to)] += 1;
+            self.counts[to.index()] += 1;
         }
     }
 
@@ -303,7 +298,7 @@ impl Store {
         };
         let before = entry.health();
         let after = before.after(outcome, &self.thresholds, now);
-        let passing = state.counts[slot(Status::Passing)];
+        let passing = state.counts[Status::Passing.index()];
         let guard_event = state.guard.observe(before.status, *outcome == Outcome::Pass, passing, now);
         if let Some(event) = guard_event {
             log_guard(&event);

@@ -52,6 +52,15 @@ impl Status {
         }
     }
 
+    /// The status's place in [`Status::ALL`], for per-status counts.
+    pub fn index(self) -> usize {
+        match self {
+            Status::Passing => 0,
+            Status::Pending => 1,
+            Status::Critical => 2,
+        }
+    }
+
     /// Parses the name used in JSON and in `?status=`.
     pub fn parse(text: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|s| s.as_str() == text)
@@ -218,6 +227,13 @@ mod tests {
         let err = serde_json::from_str::<Registration>(r#"{"Name":"a","Tags":"web"}"#).unwrap_err();
         assert!(err.to_string().starts_with("field Tags:"), "{err}");
         assert!(serde_json::from_str::<Registration>("[1]").is_err());
+    }
+
+    #[test]
+    fn every_status_indexes_its_place_in_all() {
+        for (i, status) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(status.index(), i);
+        }
     }
 
     #[test]

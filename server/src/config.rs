@@ -176,10 +176,7 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
         .collect();
     validate::tags(&tags).map_err(|why| invalid("tags", values.get("tags").unwrap_or(""), &why))?;
     let register_interval =
-        values.parse_with("register-interval", Duration::from_secs(10), |s| match duration::parse(s) {
-            Ok(d) if d.is_zero() => Err("must be more than 0".to_string()),
-            other => other.map_err(|e| e.to_string()),
-        })?;
+        values.parse_with("register-interval", Duration::from_secs(10), duration::parse_positive)?;
     Ok(Config {
         registry,
         name,
