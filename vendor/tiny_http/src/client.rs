@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -39,10 +39,8 @@ pub struct ClientConnection {
     // true if the connection goes through SSL
     secure: bool,
 
-    // dynamic-ports patch: the limits, a handle to set the socket's read timeout, and the
-    // deadline every read of this connection honours.
+    // dynamic-ports patch: the limits, and the deadline every read of this connection honours.
     limits: Limits,
-    control: Option<Arc<Connection>>,
     deadline: Arc<Deadline>,
 }
 
@@ -67,13 +65,16 @@ enum ReadError {
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     /// dynamic-ports patch: bounded by `limits`; `control` is a second handle on the socket,
-    /// used to set its read timeout.
+    /// used to set its read timeout to the limits' tick, once.
     pub(crate) fn with_limits(
         write_socket: RefinedTcpStream,
         read_socket: RefinedTcpStream,
         limits: Limits,
         control: Option<Arc<Connection>>,
     ) -> ClientConnection {
+        if let Some(control) = &control {
+            let _ = control.set_read_timeout(Some(limits.tick()));
+        }
         let deadline = Arc::new(Deadline::default());
         let mut read_socket = read_socket.with_deadline(deadline.clone());
         let remote_addr = read_socket.peer_addr();
@@ -90,7 +91,6 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             limits,
-            control,
             deadline,
         }
     }
@@ -100,12 +100,9 @@ impl ClientConnection {
         self.secure
     }
 
-    /// dynamic-ports patch: bounds every read from now on: the socket timeout caps one read,
-    /// the deadline caps them all together.
+    /// dynamic-ports patch: bounds every read from now on. Only the shared deadline moves: the
+    /// socket's own timeout stays at the limits' tick, so a request costs no `setsockopt`.
     fn expect_within(&self, timeout: std::time::Duration) {
-        if let Some(control) = &self.control {
-            let _ = control.set_read_timeout(Some(timeout));
-        }
         self.deadline.set(Some(Instant::now() + timeout));
     }
 
@@ -114,37 +111,32 @@ impl ClientConnection {
     /// Reads until `CRLF` is reached. The next read will start
     /// at the first byte of the new line. `budget` is what is left of `max_header_bytes`.
     fn read_next_line(&mut self, budget: &mut usize) -> Result<AsciiString, ReadError> {
-        // dynamic-ports patch: most lines fit; growing from empty cost four allocations a line.
-        let mut buf = Vec::with_capacity(64);
-        let mut prev_byte_was_cr = false;
-
+        // dynamic-ports patch: scans the buffered bytes for the line's end instead of reading
+        // them one at a time through three layers of `Read` (a quarter of a request's CPU).
+        let reader = self.next_header_source.turn();
+        let mut line = Vec::with_capacity(64);
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b.map_err(ReadError::ReadIoError)?,
-                None => {
-                    return Err(ReadError::ReadIoError(IoError::new(
-                        ErrorKind::ConnectionAborted,
-                        "Unexpected EOF",
-                    )))
-                }
-            };
-
+            let available = reader.fill_buf().map_err(ReadError::ReadIoError)?;
+            if available.is_empty() {
+                return Err(ReadError::ReadIoError(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")));
+            }
             if *budget == 0 {
                 return Err(ReadError::HeadersTooLarge);
             }
-            *budget -= 1;
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
+            let window = &available[..available.len().min(*budget)];
+            let (taken, found) = match window.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (window.len(), false),
+            };
+            line.extend_from_slice(&window[..taken]);
+            reader.consume(taken);
+            *budget -= taken;
+            // A line ends at CRLF; a bare LF is part of the line, as it always was here.
+            if found && line.ends_with(b"\r\n") {
+                line.truncate(line.len() - 2);
+                return AsciiString::from_ascii(line)
                     .map_err(|_| ReadError::Malformed("the request line and headers must be ASCII"));
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
         }
     }
 

@@ -40,6 +40,15 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The socket read timeout: how often a blocked read wakes to look at its deadline, and so
+    /// the most a deadline can be overshot. Set once per connection, never per request.
+    pub(crate) fn tick(&self) -> Duration {
+        let shortest = self.idle_timeout.min(self.header_timeout).min(self.body_timeout);
+        shortest.min(Duration::from_secs(1)).max(Duration::from_millis(1))
+    }
+}
+
 /// A deadline shared by a connection's reader and the code that sets it: reads fail with
 /// `TimedOut` once it has passed, however slowly the bytes arrive.
 #[derive(Debug, Default)]

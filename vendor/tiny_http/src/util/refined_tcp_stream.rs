@@ -150,14 +150,21 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        if self.deadline.as_ref().map_or(false, |d| d.passed()) {
-            return Err(IoError::new(ErrorKind::TimedOut, "read deadline passed"));
+        loop {
+            if self.deadline.as_ref().map_or(false, |d| d.passed()) {
+                return Err(IoError::new(ErrorKind::TimedOut, "read deadline passed"));
+            }
+            match self.stream.read(buf) {
+                // SO_RCVTIMEO expiring is reported as WouldBlock on Unix. The socket timeout is
+                // a tick (see `Limits::tick`): before the deadline the read is tried again.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.deadline.as_ref().map_or(true, |d| d.get().is_none()) {
+                        return Err(IoError::new(ErrorKind::TimedOut, "read timed out"));
+                    }
+                }
+                other => return other,
+            }
         }
-        self.stream.read(buf).map_err(|e| match e.kind() {
-            // SO_RCVTIMEO expiring is reported as WouldBlock on Unix.
-            ErrorKind::WouldBlock => IoError::new(ErrorKind::TimedOut, "read timed out"),
-            _ => e,
-        })
     }
 }
 

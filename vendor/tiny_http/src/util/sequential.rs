@@ -114,14 +114,19 @@ impl<R: BufRead + Send> SequentialReader<R> {
     /// dynamic-ports patch: waits for this reader's turn and for data, without consuming it.
     /// `Ok(false)` at end of stream.
     pub fn fill_buf_for_peek(&mut self) -> IoResult<bool> {
-        let mut reader = match mem::replace(&mut self.inner, SequentialReaderInner::Empty) {
+        self.turn().fill_buf().map(|b| !b.is_empty())
+    }
+
+    /// dynamic-ports patch: waits for this reader's turn and hands out the buffered reader
+    /// itself, so that a request head is scanned a buffer at a time, not a byte at a time.
+    pub fn turn(&mut self) -> &mut R {
+        if let SequentialReaderInner::Waiting(recv) = &self.inner {
+            self.inner = SequentialReaderInner::MyTurn(recv.recv().unwrap());
+        }
+        match &mut self.inner {
             SequentialReaderInner::MyTurn(reader) => reader,
-            SequentialReaderInner::Waiting(recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
-        };
-        let result = reader.fill_buf().map(|b| !b.is_empty());
-        self.inner = SequentialReaderInner::MyTurn(reader);
-        result
+            _ => unreachable!(),
+        }
     }
 }
 
