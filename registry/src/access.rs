@@ -4,10 +4,12 @@
 
 use crate::cidr::Cidr;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 /// Link-local ranges, cloud metadata services among them (169.254.169.254): refused unless a
-/// range inside them is allowed explicitly.
-const LINK_LOCAL: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
+/// range inside them is allowed explicitly. Parsed once: every registration is checked.
+static LINK_LOCAL: LazyLock<Vec<Cidr>> =
+    LazyLock::new(|| ["169.254.0.0/16", "fe80::/10"].iter().filter_map(|r| r.parse().ok()).collect());
 
 /// The addresses registrations may point the checker at.
 #[derive(Debug, Clone, Default)]
@@ -20,8 +22,8 @@ impl ProbePolicy {
     /// Whether the checker may probe `ip`; the error is the sentence for a 403.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
         let listed = |cidrs: &[Cidr]| cidrs.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ");
-        for range in LINK_LOCAL.iter().filter_map(|r| r.parse::<Cidr>().ok()) {
-            if range.contains(ip) && !self.allow.iter().any(|a| a.within(&range) && a.contains(ip)) {
+        for range in LINK_LOCAL.iter() {
+            if range.contains(ip) && !self.allow.iter().any(|a| a.within(range) && a.contains(ip)) {
                 return Err(format!(
                     "Address {ip} is link-local ({range}, where cloud metadata services live); the registry \
                      refuses to probe it unless -allow-cidr names a range inside {range}"

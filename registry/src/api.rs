@@ -255,18 +255,24 @@ const COALESCE: usize = 16 * 1024;
 /// copied nor chunked.
 pub fn write_reply(out: &mut impl Write, reply: &Reply, head_only: bool, close: bool) -> std::io::Result<()> {
     let body = reply.body.as_ref();
+    // Built by hand rather than with `write!`: this is every answer's path, and the
+    // formatting machinery cost more than the rest of the head.
     let mut head = Vec::with_capacity(256 + if body.len() <= COALESCE { body.len() } else { 0 });
-    write!(
-        head,
-        "HTTP/1.1 {} {}\r\nServer: service-registry\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        reply.status,
-        tiny_http::StatusCode(reply.status).default_reason_phrase(),
-        cached_http_date(),
-        reply.content_type,
-        body.len()
-    )?;
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut head, u64::from(reply.status));
+    head.push(b' ');
+    head.extend_from_slice(tiny_http::StatusCode(reply.status).default_reason_phrase().as_bytes());
+    head.extend_from_slice(b"\r\nServer: service-registry\r\nDate: ");
+    push_http_date(&mut head);
+    head.extend_from_slice(b"\r\nContent-Type: ");
+    head.extend_from_slice(reply.content_type.as_bytes());
+    head.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(&mut head, body.len() as u64);
+    head.extend_from_slice(b"\r\n");
     for (name, value) in &reply.headers {
-        write!(head, "{name}: {value}\r\n")?;
+        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            head.extend_from_slice(part);
+        }
     }
     if close {
         head.extend_from_slice(b"Connection: close\r\n");
@@ -284,8 +290,23 @@ pub fn write_reply(out: &mut impl Write, reply: &Reply, head_only: bool, close: 
     out.flush()
 }
 
-/// The `Date` header, formatted once a second per thread rather than once per answer.
-fn cached_http_date() -> String {
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends the `Date` header's value, formatted once a second per thread rather than once per
+/// answer.
+fn push_http_date(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
@@ -296,7 +317,7 @@ fn cached_http_date() -> String {
         if cached.0 != second {
             *cached = (second, crate::clock::http_date(now));
         }
-        cached.1.clone()
+        out.extend_from_slice(cached.1.as_bytes());
     })
 }
 
@@ -480,6 +501,15 @@ mod tests {
         assert!(lines.contains(&"Connection: close"));
         assert!(lines.iter().any(|l| l.starts_with("Date: ") && l.ends_with(" GMT")));
         assert_eq!(body, "{\"error\":\"x\"}");
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for value in [0, 7, 10, 4096, u64::MAX] {
+            let mut out = b"n=".to_vec();
+            push_decimal(&mut out, value);
+            assert_eq!(out, format!("n={value}").into_bytes());
+        }
     }
 
     #[test]
