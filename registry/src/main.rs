@@ -11,6 +11,10 @@ use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_M
 use service_registry::{duration, logging, watch, VERSION};
 use std::process::ExitCode;
 
+/// musl's allocator, with freed small blocks kept for reuse: see the crate's documentation.
+#[global_allocator]
+static ALLOCATOR: small_block_cache::SmallBlockCache = small_block_cache::SmallBlockCache;
+
 const SPEC: &[Flag] = &[
     Flag {
         name: "api",
