@@ -1,9 +1,7 @@
 use std::io::Result as IoResult;
 use std::io::{BufRead, Read, Write};
 
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use std::mem;
 
@@ -19,7 +17,7 @@ where
     R: Read + Send,
 {
     First(R),
-    NotFirst(Receiver<R>),
+    NotFirst(Taker<R>),
 }
 
 pub struct SequentialReader<R>
@@ -27,7 +25,7 @@ where
     R: Read + Send,
 {
     inner: SequentialReaderInner<R>,
-    next: Sender<R>,
+    next: Giver<R>,
 }
 
 enum SequentialReaderInner<R>
@@ -35,7 +33,7 @@ where
     R: Read + Send,
 {
     MyTurn(R),
-    Waiting(Receiver<R>),
+    Waiting(Taker<R>),
     Empty,
 }
 
@@ -44,16 +42,16 @@ where
     W: Write + Send,
 {
     writer: Arc<Mutex<W>>,
-    next_trigger: Option<Receiver<()>>,
+    next_trigger: Option<Taker<()>>,
 }
 
 pub struct SequentialWriter<W>
 where
     W: Write + Send,
 {
-    trigger: Option<Receiver<()>>,
+    trigger: Option<Taker<()>>,
     writer: Arc<Mutex<W>>,
-    on_finish: Sender<()>,
+    on_finish: Giver<()>,
 }
 
 impl<R: Read + Send> SequentialReaderBuilder<R> {
@@ -77,7 +75,7 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
     fn next(&mut self) -> Option<SequentialReader<R>> {
-        let (tx, rx) = channel();
+        let (tx, rx) = handoff();
 
         let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
 
@@ -98,7 +96,7 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
 impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     type Item = SequentialWriter<W>;
     fn next(&mut self) -> Option<SequentialWriter<W>> {
-        let (tx, rx) = channel();
+        let (tx, rx) = handoff();
         let mut next_next_trigger = Some(rx);
         ::std::mem::swap(&mut next_next_trigger, &mut self.next_trigger);
 
@@ -121,7 +119,7 @@ impl<R: BufRead + Send> SequentialReader<R> {
     /// itself, so that a request head is scanned a buffer at a time, not a byte at a time.
     pub fn turn(&mut self) -> &mut R {
         if let SequentialReaderInner::Waiting(recv) = &self.inner {
-            self.inner = SequentialReaderInner::MyTurn(recv.recv().unwrap());
+            self.inner = SequentialReaderInner::MyTurn(recv.take().unwrap());
         }
         match &mut self.inner {
             SequentialReaderInner::MyTurn(reader) => reader,
@@ -134,7 +132,7 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
+            SequentialReaderInner::Waiting(ref mut recv) => recv.take().unwrap(),
             SequentialReaderInner::Empty => unreachable!(),
         };
 
@@ -147,7 +145,7 @@ impl<R: Read + Send> Read for SequentialReader<R> {
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+            v.take().unwrap()
         }
         self.trigger = None;
 
@@ -156,7 +154,7 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
 
     fn flush(&mut self) -> IoResult<()> {
         if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+            v.take().unwrap()
         }
         self.trigger = None;
 
@@ -173,11 +171,11 @@ where
 
         match inner {
             SequentialReaderInner::MyTurn(reader) => {
-                self.next.send(reader).ok();
+                self.next.give(reader);
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                let reader = recv.take().unwrap();
+                self.next.give(reader);
             }
             SequentialReaderInner::Empty => (),
         }
@@ -189,6 +187,88 @@ where
     W: Write + Send,
 {
     fn drop(&mut self) {
-        self.on_finish.send(()).ok();
+        self.on_finish.give(());
+    }
+}
+
+/// dynamic-ports patch: a one-shot hand-over between two requests of a connection, in place of
+/// an mpsc channel, which allocated a 2 KiB block and a 128-byte-aligned counter per request
+/// (so two trips through musl's allocator and, for the block, often an mmap). The giver never
+/// makes a system call unless the taker is already waiting.
+struct Handoff<T> {
+    state: Mutex<Slot<T>>,
+    given: Condvar,
+}
+
+struct Slot<T> {
+    value: Option<T>,
+    /// The giver went away without giving: the taker gets `None`.
+    closed: bool,
+    taker_waits: bool,
+}
+
+pub struct Giver<T> {
+    shared: Arc<Handoff<T>>,
+    done: bool,
+}
+
+pub struct Taker<T> {
+    shared: Arc<Handoff<T>>,
+}
+
+fn handoff<T>() -> (Giver<T>, Taker<T>) {
+    let shared = Arc::new(Handoff {
+        state: Mutex::new(Slot { value: None, closed: false, taker_waits: false }),
+        given: Condvar::new(),
+    });
+    (Giver { shared: shared.clone(), done: false }, Taker { shared })
+}
+
+impl<T> Handoff<T> {
+    fn settle(&self, value: Option<T>) {
+        let mut slot = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(value) => slot.value = Some(value),
+            None => slot.closed = true,
+        }
+        if slot.taker_waits {
+            drop(slot);
+            self.given.notify_one();
+        }
+    }
+}
+
+impl<T> Giver<T> {
+    fn give(&mut self, value: T) {
+        if !self.done {
+            self.done = true;
+            self.shared.settle(Some(value));
+        }
+    }
+}
+
+impl<T> Drop for Giver<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.shared.settle(None);
+        }
+    }
+}
+
+impl<T> Taker<T> {
+    /// Waits for the value; `None` if the giver went away without giving one.
+    fn take(&self) -> Option<T> {
+        let mut slot = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(value) = slot.value.take() {
+                return Some(value);
+            }
+            if slot.closed {
+                return None;
+            }
+            slot.taker_waits = true;
+            slot = self.shared.given.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
