@@ -182,20 +182,23 @@ impl Client {
     }
 }
 
-enum Length {
+/// How a response's body is delimited.
+pub enum Length {
     Fixed(usize),
     Chunked,
     None,
 }
 
-struct Head {
-    status: u16,
-    length: Length,
-    keep_alive: bool,
+/// A parsed response head.
+pub struct Head {
+    pub status: u16,
+    pub length: Length,
+    pub keep_alive: bool,
 }
 
 impl Head {
-    fn parse(head: &[u8]) -> io::Result<Head> {
+    /// Parses a response head, up to and including its blank line.
+    pub fn parse(head: &[u8]) -> io::Result<Head> {
         let text = std::str::from_utf8(head).map_err(|_| invalid("response head is not UTF-8"))?;
         let mut lines = text.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
@@ -227,7 +230,8 @@ impl Head {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 

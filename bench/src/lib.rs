@@ -8,6 +8,7 @@
 //! Every address the suite talks to is on loopback: [`loopback`] refuses anything else.
 #![deny(unsafe_code)]
 
+pub mod drive;
 pub mod http;
 pub mod stats;
 #[allow(unsafe_code)]

@@ -49,6 +49,18 @@ pub fn own_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// Like [`discard`], for a non-blocking socket: throws away up to `len` bytes that have
+/// arrived, `WouldBlock` when none have.
+pub fn discard_arrived(socket: &impl AsRawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: as in `discard`: with MSG_TRUNC the kernel writes nothing to the null buffer.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), std::ptr::null_mut(), len, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Clock ticks per second, the unit of utime and stime in `/proc/PID/stat`.
 pub fn clock_ticks() -> u64 {
     // SAFETY: sysconf takes an integer.
