@@ -102,18 +102,47 @@ impl Entry {
 
     /// The record as the wire format has it.
     fn record(&self, name: &str) -> Endpoint {
+        self.shown().record(name.to_string(), self.address, self.tags.clone())
+    }
+
+    fn shown(&self) -> Shown {
+        Shown {
+            status: self.status,
+            consecutive_failures: self.consecutive_failures,
+            registered_at: self.registered_at,
+            last_check: self.last_check,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// What a record shows of an entry besides its Name, Address and Tags: copied while the lock
+/// is held, and turned into text after it is released, so that registrations queue on the
+/// lock for a map lookup and not for formatting.
+struct Shown {
+    status: Status,
+    consecutive_failures: u32,
+    registered_at: SystemTime,
+    last_check: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+impl Shown {
+    fn record(self, name: String, address: SocketAddr, tags: Vec<String>) -> Endpoint {
         Endpoint {
-            name: name.to_string(),
-            address: address_text(self.address),
-            tags: self.tags.clone(),
+            name,
+            address: address_text(address),
+            tags,
             status: self.status,
             registered_at: clock::rfc3339(self.registered_at),
             last_check: self.last_check.map(clock::rfc3339),
-            last_error: self.last_error.clone(),
+            last_error: self.last_error,
             consecutive_failures: self.consecutive_failures,
         }
     }
+}
 
+impl Entry {
     /// Whether a listing with `filter` shows this entry.
     fn shown_by(&self, filter: &Filter) -> bool {
         filter.status.is_none_or(|s| self.status == s) && filter.tags.iter().all(|t| self.tags.contains(t))
@@ -222,44 +251,46 @@ impl Store {
     /// health (the server re-registers every few seconds; that must not reset it); at a new
     /// Address it starts again as pending.
     pub fn register(&self, valid: Valid, now: SystemTime) -> Result<Registered, StoreError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let full = state.entries.len() >= self.max_endpoints;
-        let (change, check_now) = match state.entries.get_mut(&valid.name) {
-            Some(entry) if entry.address == valid.address => {
-                let changed = entry.tags != valid.tags;
-                entry.tags = valid.tags;
-                let record = entry.record(&valid.name);
-                if changed {
-                    self.touched(state, true);
+        let Valid { name, address, tags } = valid;
+        let (shown, change, check_now) = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            match state.entries.get_mut(&name) {
+                Some(entry) if entry.address == address => {
+                    let shown = entry.shown();
+                    if entry.tags != tags {
+                        entry.tags = tags.clone();
+                        self.touched(state, true);
+                    }
+                    (shown, Change::Renewed, None)
                 }
-                return Ok(Registered { record, change: Change::Renewed, check_now: None });
+                found => {
+                    let change = if found.is_some() { Change::Moved } else { Change::Created };
+                    if change == Change::Created && state.entries.len() >= self.max_endpoints {
+                        return Err(StoreError::Full { limit: self.max_endpoints });
+                    }
+                    state.next_generation += 1;
+                    let generation = state.next_generation;
+                    let entry = Entry {
+                        address,
+                        tags: tags.clone(),
+                        status: Status::Pending,
+                        consecutive_failures: 0,
+                        registered_at: now,
+                        last_check: None,
+                        last_error: None,
+                        generation,
+                        critical_since: None,
+                    };
+                    let shown = entry.shown();
+                    let replaced = state.entries.insert(name.clone(), entry);
+                    state.count(replaced.map(|e| e.status), Some(Status::Pending));
+                    self.touched(state, true);
+                    (shown, change, Some(CheckJob { name: name.clone(), address, generation }))
+                }
             }
-            Some(_) => (Change::Moved, true),
-            None if full => {
-                return Err(StoreError::Full { limit: self.max_endpoints });
-            }
-            None => (Change::Created, true),
         };
-        state.next_generation += 1;
-        let generation = state.next_generation;
-        let entry = Entry {
-            address: valid.address,
-            tags: valid.tags,
-            status: Status::Pending,
-            consecutive_failures: 0,
-            registered_at: now,
-            last_check: None,
-            last_error: None,
-            generation,
-            critical_since: None,
-        };
-        let record = entry.record(&valid.name);
-        let job = CheckJob { name: valid.name.clone(), address: valid.address, generation };
-        let replaced = state.entries.insert(valid.name, entry);
-        state.count(replaced.map(|e| e.status), Some(Status::Pending));
-        self.touched(state, true);
-        Ok(Registered { record, change, check_now: check_now.then_some(job) })
+        Ok(Registered { record: shown.record(name, address, tags), change, check_now })
     }
 
     /// Removes an endpoint by Name; `None` if it was not registered.
