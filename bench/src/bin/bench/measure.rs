@@ -117,6 +117,8 @@ struct Load {
     server_cpu: Option<Duration>,
     /// CPU the rest of the machine used meanwhile: other people's work on a shared machine.
     others_cpu: Duration,
+    /// CPU the hypervisor took for other guests meanwhile (not part of `others_cpu`).
+    stolen: Duration,
 }
 
 impl Load {
@@ -254,6 +256,7 @@ impl Bench<'_> {
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?);
         let cpu_before = server_pid.map(procs::cpu_time);
         let busy_before = procs::machine_busy();
+        let steal_before = procs::machine_steal();
         let start = Instant::now();
         let mut proc = Proc::spawn("loadgen", &mut command, false)?;
         let mut stdout = proc.child.stdout.take().expect("stdout is piped");
@@ -266,6 +269,7 @@ impl Bench<'_> {
         let wall = start.elapsed();
         let server_cpu = server_pid.zip(cpu_before).map(|(pid, before)| procs::cpu_time(pid).saturating_sub(before));
         let busy = procs::machine_busy().saturating_sub(busy_before);
+        let stolen = procs::machine_steal().saturating_sub(steal_before);
         drop(proc);
         let text = reader.join().unwrap_or_default();
         if !status.is_some_and(|s| s.success()) {
@@ -285,8 +289,10 @@ impl Bench<'_> {
             loadgen_cpu: Duration::from_secs_f64(f("cpu_s")),
             server_cpu,
             others_cpu: busy
+                .saturating_sub(stolen)
                 .saturating_sub(server_cpu.unwrap_or_default())
                 .saturating_sub(Duration::from_secs_f64(f("cpu_s"))),
+            stolen,
         })
     }
 
@@ -922,8 +928,9 @@ impl Bench<'_> {
     fn loadgen_notes(&mut self) {
         self.report.note(
             "load generator and server, CPU per run in % of one core (200% = both cores), from getrusage (loadgen), \
-             /proc/PID/stat (server; nginx with its workers) and /proc/stat (everything else on the machine), over \
-             the run's wall time. \"Bound\" is the rate the server's own CPU cost allows on 2 cores even with a \
+             /proc/PID/stat (server; nginx with its workers) and /proc/stat (everything else on the machine, and \
+             \"stolen\": time the hypervisor gave other guests while this one wanted it), over the run's wall \
+             time. \"Bound\" is the rate the server's own CPU cost allows on 2 cores even with a \
              load generator that cost nothing:"
                 .into(),
         );
@@ -939,11 +946,12 @@ impl Bench<'_> {
                 None => "server not measured".into(),
             };
             lines.push(format!(
-                "  - {label}: {} req/s; {server}; loadgen {:.0}% ({:.1} µs/request); others {:.0}%",
+                "  - {label}: {} req/s; {server}; loadgen {:.0}% ({:.1} µs/request); others {:.0}%; stolen {:.0}%",
                 thousands(load.rps),
                 load.cpu_share(load.loadgen_cpu),
                 load.per_request(load.loadgen_cpu),
-                load.cpu_share(load.others_cpu)
+                load.cpu_share(load.others_cpu),
+                load.cpu_share(load.stolen)
             ));
         }
         for line in lines {
@@ -955,10 +963,12 @@ impl Bench<'_> {
     fn others(&self) -> String {
         let mut shares: Vec<f64> = self.loads.iter().map(|(_, l)| l.cpu_share(l.others_cpu)).collect();
         shares.sort_by(f64::total_cmp);
-        match (bench::stats::percentile(&shares, 50.0), shares.last()) {
-            (Some(median), Some(max)) => format!(
-                "other processes used a median {median:.0}% (max {max:.0}%) of the 200% CPU during the load runs; \
-                 load average {} at the end",
+        let mut stolen: Vec<f64> = self.loads.iter().map(|(_, l)| l.cpu_share(l.stolen)).collect();
+        stolen.sort_by(f64::total_cmp);
+        match (bench::stats::percentile(&shares, 50.0), shares.last(), stolen.last()) {
+            (Some(median), Some(max), Some(most_stolen)) => format!(
+                "other processes used a median {median:.0}% (max {max:.0}%) of the 200% CPU during the load runs, \
+                 and the hypervisor took up to {most_stolen:.0}% for other guests (steal); load average {} at the end",
                 std::fs::read_to_string("/proc/loadavg")
                     .unwrap_or_default()
                     .split_whitespace()

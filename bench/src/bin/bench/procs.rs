@@ -128,15 +128,25 @@ pub fn cpu_time(pid: i32) -> Duration {
 /// CPU time all processes of the machine have used (and the hypervisor has stolen), from the
 /// first line of `/proc/stat`: to see how busy the machine was with others during a run.
 pub fn machine_busy() -> Duration {
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    machine_ticks(|i| i != 3 && i != 4)
+}
+
+/// CPU time the hypervisor gave to other guests while this one wanted it (`steal` in
+/// `/proc/stat`): on a shared virtual machine, the main source of noise between runs.
+pub fn machine_steal() -> Duration {
+    machine_ticks(|i| i == 7)
+}
+
+fn machine_ticks(columns: impl Fn(usize) -> bool) -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let cpu = stat.lines().next().unwrap_or_default();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait.
     let ticks: u64 = cpu
         .split_whitespace()
         .skip(1)
         .take(8)
         .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
+        .filter(|(i, _)| columns(*i))
         .filter_map(|(_, v)| v.parse::<u64>().ok())
         .sum();
     Duration::from_secs_f64(ticks as f64 / sys::clock_ticks() as f64)
