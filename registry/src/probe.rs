@@ -86,13 +86,24 @@ mod tests {
 
     /// A one-shot endpoint that answers `reply` to the first connection.
     fn answer_once(reply: &'static [u8]) -> SocketAddr {
+        answer_in_pieces(vec![reply])
+    }
+
+    /// A one-shot endpoint that answers the first connection with `pieces`, 50 ms apart.
+    fn answer_in_pieces(pieces: Vec<&'static [u8]>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
-                let _ = s.write_all(reply);
+                let _ = s.set_nodelay(true);
+                for (i, piece) in pieces.iter().enumerate() {
+                    if i > 0 {
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    let _ = s.write_all(piece);
+                }
             }
         });
         addr
@@ -151,18 +162,7 @@ mod tests {
 
     #[test]
     fn a_status_line_in_pieces_is_still_read() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        thread::spawn(move || {
-            if let Ok((mut s, _)) = listener.accept() {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
-                let _ = s.set_nodelay(true);
-                let _ = s.write_all(b"HTTP/1.1 20");
-                thread::sleep(Duration::from_millis(50));
-                let _ = s.write_all(b"4 No Content\r\n\r\n");
-            }
-        });
+        let addr = answer_in_pieces(vec![b"HTTP/1.1 20", b"4 No Content\r\n\r\n"]);
         assert_eq!(probe(addr, Duration::from_secs(2)), Outcome::Pass);
     }
 
