@@ -9,11 +9,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::{json_close_answer, HTTPVersion, Method};
 use crate::connection::Connection;
 use crate::limits::{Deadline, Limits};
 use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::SequentialWriterBuilder;
 use crate::Request;
 
 /// A ClientConnection is an object that will store a socket to a client
@@ -22,16 +22,13 @@ pub struct ClientConnection {
     // address of the client
     remote_addr: IoResult<Option<SocketAddr>>,
 
-    // sequence of Readers to the stream, so that the data is not read in
-    //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    // dynamic-ports patch: the one reader of the stream. Bodies are read whole before a
+    // request is handed out (see `new_request`), so requests need no sequence of readers.
+    reader: BufReader<RefinedTcpStream>,
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
     sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
-
-    // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -80,14 +77,10 @@ impl ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
-        let first_header = source.next().unwrap();
-
         ClientConnection {
-            source,
+            reader: BufReader::with_capacity(1024, read_socket),
             sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
             remote_addr,
-            next_header_source: first_header,
             no_more_requests: false,
             secure,
             limits,
@@ -106,14 +99,14 @@ impl ClientConnection {
         self.deadline.set(Some(Instant::now() + timeout));
     }
 
-    /// Reads the next line from self.next_header_source.
+    /// Reads the next line from self.reader.
     ///
     /// Reads until `CRLF` is reached. The next read will start
     /// at the first byte of the new line. `budget` is what is left of `max_header_bytes`.
     fn read_next_line(&mut self, budget: &mut usize) -> Result<AsciiString, ReadError> {
         // dynamic-ports patch: scans the buffered bytes for the line's end instead of reading
         // them one at a time through three layers of `Read` (a quarter of a request's CPU).
-        let reader = self.next_header_source.turn();
+        let reader = &mut self.reader;
         let mut line = Vec::with_capacity(64);
         loop {
             let available = reader.fill_buf().map_err(ReadError::ReadIoError)?;
@@ -146,7 +139,7 @@ impl ClientConnection {
         // Idle: wait for the first byte of the next request, then give the whole head
         // `header_timeout` from there.
         self.expect_within(self.limits.idle_timeout);
-        let first = self.next_header_source.fill_buf_for_peek();
+        let first = self.reader.fill_buf().map(|b| !b.is_empty());
         match first {
             Ok(true) => {}
             Ok(false) => return Err(ReadError::ReadIoError(IoError::new(ErrorKind::ConnectionAborted, "closed"))),
@@ -190,10 +183,6 @@ impl ClientConnection {
         // building the writer for the request
         let writer = self.sink.next().unwrap();
 
-        // follow-up for next potential request
-        let mut data_source = self.source.next().unwrap();
-        std::mem::swap(&mut self.next_header_source, &mut data_source);
-
         // building the next reader
         self.expect_within(self.limits.body_timeout);
         let request = crate::request::new_request(
@@ -203,7 +192,7 @@ impl ClientConnection {
             version.clone(),
             headers,
             *self.remote_addr.as_ref().unwrap(),
-            data_source,
+            &mut self.reader,
             writer,
             self.limits.max_body_bytes,
         )
@@ -233,15 +222,9 @@ impl ClientConnection {
 
     /// dynamic-ports patch: answers an error the connection cannot recover from, with a JSON
     /// body like the rest of the API, and closes the connection.
-    fn refuse(&mut self, status: u16, reason: &str, message: &str) {
-        let body = format!("{{\"error\": \"{message}\"}}");
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
+    fn refuse(&mut self, status: u16, message: &str) {
         let mut writer = self.sink.next().unwrap();
-        let _ = writer.write_all(head.as_bytes());
-        let _ = writer.write_all(body.as_bytes());
+        let _ = writer.write_all(&json_close_answer(status, message, ""));
         let _ = writer.flush();
         self.no_more_requests = true;
     }
@@ -262,17 +245,17 @@ impl Iterator for ClientConnection {
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    self.refuse(400, "Bad Request", "malformed HTTP request line");
+                    self.refuse(400, "malformed HTTP request line");
                     return None; // we don't know where the next request would start,
                 }
 
                 Err(ReadError::WrongHeader) => {
-                    self.refuse(400, "Bad Request", "malformed HTTP header");
+                    self.refuse(400, "malformed HTTP header");
                     return None; // we don't know where the next request would start,
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    self.refuse(408, "Request Timeout", "the request took too long to arrive");
+                    self.refuse(408, "the request took too long to arrive");
                     return None; // closing the connection
                 }
 
@@ -283,24 +266,24 @@ impl Iterator for ClientConnection {
                         "the request line and headers are larger than {} bytes",
                         self.limits.max_header_bytes
                     );
-                    self.refuse(431, "Request Header Fields Too Large", &message);
+                    self.refuse(431, &message);
                     return None;
                 }
 
                 Err(ReadError::BodyTooLarge) => {
                     let message =
                         format!("request body is larger than the {}-byte limit", self.limits.max_body_bytes);
-                    self.refuse(413, "Payload Too Large", &message);
+                    self.refuse(413, &message);
                     return None;
                 }
 
                 Err(ReadError::ExpectationFailed) => {
-                    self.refuse(417, "Expectation Failed", "the only Expect value understood is 100-continue");
+                    self.refuse(417, "the only Expect value understood is 100-continue");
                     return None;
                 }
 
                 Err(ReadError::Malformed(message)) => {
-                    self.refuse(400, "Bad Request", message);
+                    self.refuse(400, message);
                     return None;
                 }
 
@@ -313,13 +296,8 @@ impl Iterator for ClientConnection {
             if *rq.http_version() > (1, 1) {
                 // dynamic-ports patch: answer through the request's own writer and close; taking
                 // a second writer while the request holds the first deadlocked the connection.
-                let body = "{\"error\": \"this server speaks HTTP/1.0 and HTTP/1.1 only\"}";
                 let mut writer = rq.into_writer();
-                let _ = write!(
-                    writer,
-                    "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let _ = writer.write_all(&json_close_answer(505, "this server speaks HTTP/1.0 and HTTP/1.1 only", ""));
                 let _ = writer.flush();
                 return None;
             }

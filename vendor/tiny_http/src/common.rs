@@ -147,6 +147,18 @@ impl PartialOrd<StatusCode> for u16 {
     }
 }
 
+/// dynamic-ports patch: a complete answer that the connection closes after, with a JSON body
+/// `{"error": "message"}` like the rest of the API; `extra_headers` are whole header lines.
+pub(crate) fn json_close_answer(status: u16, message: &str, extra_headers: &str) -> Vec<u8> {
+    let body = format!("{{\"error\": \"{message}\"}}");
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+        StatusCode(status).default_reason_phrase(),
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Represents a HTTP header.
 #[derive(Debug, Clone)]
 pub struct Header {

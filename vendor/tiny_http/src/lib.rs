@@ -137,7 +137,8 @@ pub struct Server {
     close: Arc<AtomicBool>,
 
     // queue for messages received by child threads
-    messages: Arc<MessagesQueue<Message>>,
+    // dynamic-ports patch: requests only; the accept loop no longer queues its errors.
+    messages: Arc<MessagesQueue<Request>>,
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
@@ -154,23 +155,6 @@ pub struct Server {
 pub type Handler = Arc<dyn Fn(Request) + Send + Sync>;
 
 type OpenConnections = Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<Connection>>>>;
-
-enum Message {
-    Error(IoError),
-    NewRequest(Request),
-}
-
-impl From<IoError> for Message {
-    fn from(e: IoError) -> Message {
-        Message::Error(e)
-    }
-}
-
-impl From<Request> for Message {
-    fn from(rq: Request) -> Message {
-        Message::NewRequest(rq)
-    }
-}
 
 // this makes sure that Server implements Share and Send
 const _: fn() = || {
@@ -204,15 +188,9 @@ impl Drop for LiveConnection {
 /// from the accept thread: a short write to a fresh socket does not block.
 fn refuse_busy(mut sock: Connection, max_connections: usize) {
     use std::io::Write;
-    let body = format!(
-        "{{\"error\": \"the server is serving its limit of {max_connections} connections; retry shortly\"}}"
-    );
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let message = format!("the server is serving its limit of {max_connections} connections; retry shortly");
     let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = sock.write_all(answer.as_bytes());
+    let _ = sock.write_all(&common::json_close_answer(503, &message, "Retry-After: 1\r\n"));
     let _ = sock.shutdown(Shutdown::Write);
 }
 
@@ -435,7 +413,7 @@ impl Server {
                                     // Synchronization is needed for HTTPS requests to avoid a deadlock
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
+                                        messages.push(rq.with_notify_sender(sender.clone()));
                                         receiver.recv().unwrap();
                                     }
                                 } else {
@@ -490,29 +468,17 @@ impl Server {
 
     /// Blocks until an HTTP request has been submitted and returns it.
     pub fn recv(&self) -> IoResult<Request> {
-        match self.messages.pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
-        }
+        self.messages.pop().ok_or_else(|| IoError::new(IoErrorKind::Other, "thread unblocked"))
     }
 
     /// Same as `recv()` but doesn't block longer than timeout
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
+        Ok(self.messages.pop_timeout(timeout))
     }
 
     /// Same as `recv()` but doesn't block.
     pub fn try_recv(&self) -> IoResult<Option<Request>> {
-        match self.messages.try_pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
+        Ok(self.messages.try_pop())
     }
 
     /// Unblock thread stuck in recv() or incoming_requests().

@@ -126,8 +126,8 @@ impl From<IoError> for RequestCreationError {
 /// After the request line and headers have been read from the socket, a new `Request` object
 /// is built.
 ///
-/// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
-/// It is the responsibility of the `Request` to read only the data of the request and not further.
+/// dynamic-ports patch: the body is read from `source_data` here, whole, and the `Request`
+/// keeps no hold on it: the connection reads the next request from the same reader.
 ///
 /// The `Write` object will be used by the `Request` to write the response.
 #[allow(clippy::too_many_arguments)]
@@ -143,7 +143,7 @@ pub fn new_request<R, W>(
     max_body_bytes: usize,
 ) -> Result<Request, RequestCreationError>
 where
-    R: Read + Send + 'static,
+    R: Read,
     W: Write + Send + 'static,
 {
     // finding the transfer-encoding header

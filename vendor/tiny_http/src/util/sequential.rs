@@ -1,41 +1,7 @@
 use std::io::Result as IoResult;
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 
 use std::sync::{Arc, Condvar, Mutex};
-
-use std::mem;
-
-pub struct SequentialReaderBuilder<R>
-where
-    R: Read + Send,
-{
-    inner: SequentialReaderBuilderInner<R>,
-}
-
-enum SequentialReaderBuilderInner<R>
-where
-    R: Read + Send,
-{
-    First(R),
-    NotFirst(Taker<R>),
-}
-
-pub struct SequentialReader<R>
-where
-    R: Read + Send,
-{
-    inner: SequentialReaderInner<R>,
-    next: Giver<R>,
-}
-
-enum SequentialReaderInner<R>
-where
-    R: Read + Send,
-{
-    MyTurn(R),
-    Waiting(Taker<R>),
-    Empty,
-}
 
 pub struct SequentialWriterBuilder<W>
 where
@@ -54,41 +20,11 @@ where
     on_finish: Giver<()>,
 }
 
-impl<R: Read + Send> SequentialReaderBuilder<R> {
-    pub fn new(reader: R) -> SequentialReaderBuilder<R> {
-        SequentialReaderBuilder {
-            inner: SequentialReaderBuilderInner::First(reader),
-        }
-    }
-}
-
 impl<W: Write + Send> SequentialWriterBuilder<W> {
     pub fn new(writer: W) -> SequentialWriterBuilder<W> {
         SequentialWriterBuilder {
             writer: Arc::new(Mutex::new(writer)),
             next_trigger: None,
-        }
-    }
-}
-
-impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
-    type Item = SequentialReader<R>;
-
-    fn next(&mut self) -> Option<SequentialReader<R>> {
-        let (tx, rx) = handoff();
-
-        let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
-
-        match inner {
-            SequentialReaderBuilderInner::First(reader) => Some(SequentialReader {
-                inner: SequentialReaderInner::MyTurn(reader),
-                next: tx,
-            }),
-
-            SequentialReaderBuilderInner::NotFirst(previous) => Some(SequentialReader {
-                inner: SequentialReaderInner::Waiting(previous),
-                next: tx,
-            }),
         }
     }
 }
@@ -105,40 +41,6 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
             writer: self.writer.clone(),
             on_finish: tx,
         })
-    }
-}
-
-impl<R: BufRead + Send> SequentialReader<R> {
-    /// dynamic-ports patch: waits for this reader's turn and for data, without consuming it.
-    /// `Ok(false)` at end of stream.
-    pub fn fill_buf_for_peek(&mut self) -> IoResult<bool> {
-        self.turn().fill_buf().map(|b| !b.is_empty())
-    }
-
-    /// dynamic-ports patch: waits for this reader's turn and hands out the buffered reader
-    /// itself, so that a request head is scanned a buffer at a time, not a byte at a time.
-    pub fn turn(&mut self) -> &mut R {
-        if let SequentialReaderInner::Waiting(recv) = &self.inner {
-            self.inner = SequentialReaderInner::MyTurn(recv.take().unwrap());
-        }
-        match &mut self.inner {
-            SequentialReaderInner::MyTurn(reader) => reader,
-            _ => unreachable!(),
-        }
-    }
-}
-
-impl<R: Read + Send> Read for SequentialReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let mut reader = match self.inner {
-            SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.take().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
-        };
-
-        let result = reader.read(buf);
-        self.inner = SequentialReaderInner::MyTurn(reader);
-        result
     }
 }
 
@@ -162,26 +64,6 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
     }
 }
 
-impl<R> Drop for SequentialReader<R>
-where
-    R: Read + Send,
-{
-    fn drop(&mut self) {
-        let inner = mem::replace(&mut self.inner, SequentialReaderInner::Empty);
-
-        match inner {
-            SequentialReaderInner::MyTurn(reader) => {
-                self.next.give(reader);
-            }
-            SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.take().unwrap();
-                self.next.give(reader);
-            }
-            SequentialReaderInner::Empty => (),
-        }
-    }
-}
-
 impl<W> Drop for SequentialWriter<W>
 where
     W: Write + Send,
@@ -191,7 +73,7 @@ where
     }
 }
 
-/// dynamic-ports patch: a one-shot hand-over between two requests of a connection, in place of
+/// dynamic-ports patch: a one-shot hand-over between two answers of a connection, in place of
 /// an mpsc channel, which allocated a 2 KiB block and a 128-byte-aligned counter per request
 /// (so two trips through musl's allocator and, for the block, often an mmap). The giver never
 /// makes a system call unless the taker is already waiting.
