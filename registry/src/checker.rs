@@ -37,8 +37,9 @@ const WORKER_STACK: usize = 64 * 1024;
 enum Message {
     /// Check this endpoint now: it is new or moved.
     CheckNow(CheckJob),
-    /// A worker finished this job; schedule the next check if the endpoint is still there.
-    Done { job: CheckJob, due: Instant, first: bool, alive: bool },
+    /// A worker recorded this job's result: schedule the endpoint's next check. (A job whose
+    /// endpoint is gone sends nothing: there is nothing to schedule.)
+    Done { job: CheckJob, due: Instant, first: bool },
     /// The registry is shutting down.
     Stop,
 }
@@ -83,14 +84,13 @@ impl Checker {
 
 /// A due check in the scheduler's heap, earliest first.
 struct Due {
-    at: Instant,
     seq: u64,
     work: Work,
 }
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+        (self.work.due, self.seq) == (other.work.due, other.seq)
     }
 }
 impl Eq for Due {}
@@ -102,7 +102,7 @@ impl PartialOrd for Due {
 impl Ord for Due {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap and we want the earliest.
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+        (other.work.due, other.seq).cmp(&(self.work.due, self.seq))
     }
 }
 
@@ -125,17 +125,16 @@ fn schedule(rx: &Receiver<Message>, work_tx: &Sender<Work>, interval: Duration) 
     let mut seq = 0u64;
     let spread = RandomState::new();
     loop {
-        let wait =
-            heap.peek().map_or(Duration::from_secs(3600), |d: &Due| d.at.saturating_duration_since(Instant::now()));
+        let wait = heap
+            .peek()
+            .map_or(Duration::from_secs(3600), |d: &Due| d.work.due.saturating_duration_since(Instant::now()));
         let next = match rx.recv_timeout(wait) {
-            Ok(Message::CheckNow(job)) => {
-                Some(Due { at: Instant::now(), seq, work: Work { job, due: Instant::now(), first: true } })
+            Ok(Message::CheckNow(job)) => Some(Due { seq, work: Work { job, due: Instant::now(), first: true } }),
+            Ok(Message::Done { job, due, first }) => {
+                let due = next_due(due, first, interval, &spread, &job);
+                Some(Due { seq, work: Work { job, due, first: false } })
             }
-            Ok(Message::Done { job, due, first, alive: true }) => {
-                let at = next_due(due, first, interval, &spread, &job);
-                Some(Due { at, seq, work: Work { job, due: at, first: false } })
-            }
-            Ok(Message::Done { alive: false, .. }) | Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Timeout) => None,
             Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
         };
         if let Some(due) = next {
@@ -143,7 +142,7 @@ fn schedule(rx: &Receiver<Message>, work_tx: &Sender<Work>, interval: Duration) 
             heap.push(due);
         }
         let now = Instant::now();
-        while heap.peek().is_some_and(|d| d.at <= now) {
+        while heap.peek().is_some_and(|d| d.work.due <= now) {
             let Some(due) = heap.pop() else { break };
             // Whether the endpoint is still registered is the worker's question, asked just
             // before it probes: asking here too took the store's lock 2,000 more times a
@@ -168,9 +167,6 @@ fn work(
         // Asked now, not when it was queued: a client that keeps moving a Name between hung
         // addresses must not keep workers busy with probes that no longer count.
         if !store.is_current(&job) {
-            if done_tx.send(Message::Done { job, due, first, alive: false }).is_err() {
-                return;
-            }
             continue;
         }
         let started = Instant::now();
@@ -182,8 +178,7 @@ fn work(
         if applied == Applied::Removed {
             metrics.removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let alive = matches!(applied, Applied::Recorded { .. });
-        if done_tx.send(Message::Done { job, due, first, alive }).is_err() {
+        if matches!(applied, Applied::Recorded { .. }) && done_tx.send(Message::Done { job, due, first }).is_err() {
             return;
         }
     }

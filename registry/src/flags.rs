@@ -122,7 +122,7 @@ pub fn parse(
     let mut only_positional = false;
     while let Some(arg) = args.next() {
         let stripped = if only_positional { None } else { arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) };
-        let Some(body) = stripped.filter(|b| !b.is_empty() && arg != "-") else {
+        let Some(body) = stripped.filter(|b| !b.is_empty()) else {
             if arg == "--" && !only_positional {
                 only_positional = true;
                 continue;

@@ -22,6 +22,7 @@ pub mod page;
 pub mod probe;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod url;
 pub mod validate;
 pub mod views;

@@ -7,7 +7,9 @@ use service_registry::cidr::Cidr;
 use service_registry::flags::{self, Command, Flag, FlagError, Values};
 use service_registry::guard::GuardConfig;
 use service_registry::health::Thresholds;
-use service_registry::service::{self, Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS};
+use service_registry::service::{
+    self, Config, DEFAULT_API, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS,
+};
 use service_registry::{duration, logging, watch, VERSION};
 use std::process::ExitCode;
 
@@ -20,7 +22,7 @@ const SPEC: &[Flag] = &[
         name: "api",
         env: "REGISTRY_API",
         value: "ADDR",
-        default: "127.0.0.1:10080",
+        default: DEFAULT_API,
         help: "listen address for the API: writes and reads",
     },
     Flag {

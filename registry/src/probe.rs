@@ -36,7 +36,7 @@ fn exchange(address: SocketAddr, deadline: Instant) -> Result<u16, String> {
     // probe, at thousands of probes a second).
     let request = format!(
         "GET /healthz HTTP/1.1\r\nHost: {address}\r\nUser-Agent: service-registry/{}\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
+        crate::VERSION
     );
     stream.write_all(request.as_bytes()).map_err(describe)?;
     let mut buf = [0u8; MAX_READ];

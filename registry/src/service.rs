@@ -41,7 +41,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            api: "127.0.0.1:10080".into(),
+            api: DEFAULT_API.into(),
             http: "127.0.0.1:8080".into(),
             check: CheckConfig::default(),
             thresholds: Thresholds::default(),
@@ -58,6 +58,8 @@ impl Default for Config {
 /// Default cap on endpoints: ten times the largest fleet the benchmark runs, so a runaway
 /// client fills memory slowly enough to be noticed, not at once.
 pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
+/// Where the API listens by default, and where its clients (`watch`, the server) look for it.
+pub const DEFAULT_API: &str = "127.0.0.1:10080";
 
 /// Default cap on connections per listener. Each connection holds a thread while it lives;
 /// 512 is far above what a fleet's renewals need (they take milliseconds every few seconds)

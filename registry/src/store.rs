@@ -2,11 +2,11 @@
 //! say when it changed. No other module locks it, and no lock is held across network I/O:
 //! the checker takes a [`CheckJob`], probes with the lock released, and reports back.
 
-use crate::clock;
 use crate::guard::{EvictionGuard, GuardConfig, GuardEvent, Hold};
 use crate::health::{Health, Outcome, Thresholds};
 use crate::validate::Valid;
 use crate::wire::{Endpoint, Status};
+use crate::{clock, text};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -100,13 +100,13 @@ impl Entry {
         }
     }
 
-    /// The record as the wire format has it.
-    fn record(&self, name: &str) -> Endpoint {
-        self.shown().record(name.to_string(), self.address, self.tags.clone())
-    }
-
-    fn shown(&self) -> Shown {
+    /// What the record of this entry shows, under `name` and with `tags` (the caller's own
+    /// copies, so that nothing needs copying twice).
+    fn shown(&self, name: String, tags: Vec<String>) -> Shown {
         Shown {
+            name,
+            address: self.address,
+            tags,
             status: self.status,
             consecutive_failures: self.consecutive_failures,
             registered_at: self.registered_at,
@@ -116,10 +116,13 @@ impl Entry {
     }
 }
 
-/// What a record shows of an entry besides its Name, Address and Tags: copied while the lock
-/// is held, and turned into text after it is released, so that registrations queue on the
-/// lock for a map lookup and not for formatting.
+/// An entry's record before formatting: copied while the store's lock is held and turned into
+/// text after it is released, so that registrations and probe results queue on the lock for
+/// a map lookup and not for formatting.
 struct Shown {
+    name: String,
+    address: SocketAddr,
+    tags: Vec<String>,
     status: Status,
     consecutive_failures: u32,
     registered_at: SystemTime,
@@ -128,11 +131,12 @@ struct Shown {
 }
 
 impl Shown {
-    fn record(self, name: String, address: SocketAddr, tags: Vec<String>) -> Endpoint {
+    /// The record as the wire format has it.
+    fn record(self) -> Endpoint {
         Endpoint {
-            name,
-            address: address_text(address),
-            tags,
+            name: self.name,
+            address: text::address(self.address),
+            tags: self.tags,
             status: self.status,
             registered_at: clock::rfc3339(self.registered_at),
             last_check: self.last_check.map(clock::rfc3339),
@@ -147,29 +151,6 @@ impl Entry {
     fn shown_by(&self, filter: &Filter) -> bool {
         filter.status.is_none_or(|s| self.status == s) && filter.tags.iter().all(|t| self.tags.contains(t))
     }
-}
-
-/// `a.b.c.d:port`, written by hand for IPv4 (every record carries one, and `to_string` went
-/// through the formatting machinery five times); IPv6 the standard way.
-fn address_text(address: SocketAddr) -> String {
-    let SocketAddr::V4(v4) = address else { return address.to_string() };
-    let mut text = String::with_capacity(21);
-    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        push_decimal(&mut text, u32::from(octet));
-    }
-    text.push(':');
-    push_decimal(&mut text, u32::from(v4.port()));
-    text
-}
-
-fn push_decimal(text: &mut String, value: u32) {
-    if value >= 10 {
-        push_decimal(text, value / 10);
-    }
-    text.push(char::from(b'0' + (value % 10) as u8));
 }
 
 struct State {
@@ -257,9 +238,12 @@ impl Store {
             let state = &mut *guard;
             match state.entries.get_mut(&name) {
                 Some(entry) if entry.address == address => {
-                    let shown = entry.shown();
-                    if entry.tags != tags {
+                    let changed = entry.tags != tags;
+                    if changed {
                         entry.tags = tags.clone();
+                    }
+                    let shown = entry.shown(name, tags);
+                    if changed {
                         self.touched(state, true);
                     }
                     (shown, Change::Renewed, None)
@@ -282,15 +266,16 @@ impl Store {
                         generation,
                         critical_since: None,
                     };
-                    let shown = entry.shown();
-                    let replaced = state.entries.insert(name.clone(), entry);
+                    let job = CheckJob { name: name.clone(), address, generation };
+                    let shown = entry.shown(name.clone(), tags);
+                    let replaced = state.entries.insert(name, entry);
                     state.count(replaced.map(|e| e.status), Some(Status::Pending));
                     self.touched(state, true);
-                    (shown, change, Some(CheckJob { name: name.clone(), address, generation }))
+                    (shown, change, Some(job))
                 }
             }
         };
-        Ok(Registered { record: shown.record(name, address, tags), change, check_now })
+        Ok(Registered { record: shown.record(), change, check_now })
     }
 
     /// Removes an endpoint by Name; `None` if it was not registered.
@@ -299,21 +284,29 @@ impl Store {
         let removed = state.entries.remove(name)?;
         state.count(Some(removed.status), None);
         self.touched(&mut state, true);
-        Some(removed.record(name))
+        drop(state);
+        let tags = removed.tags.clone();
+        Some(removed.shown(name.to_string(), tags).record())
     }
 
     /// One endpoint by Name.
     pub fn get(&self, name: &str) -> Option<Endpoint> {
-        self.lock().entries.get(name).map(|e| e.record(name))
+        let shown = self.lock().entries.get(name).map(|e| e.shown(name.to_string(), e.tags.clone()));
+        shown.map(Shown::record)
     }
 
     /// The endpoints that match `filter`, sorted by Name, with the counters they reflect.
     pub fn list(&self, filter: &Filter) -> Snapshot {
         let state = self.lock();
-        let mut records: Vec<Endpoint> =
-            state.entries.iter().filter(|(_, e)| e.shown_by(filter)).map(|(name, e)| e.record(name)).collect();
+        let shown: Vec<Shown> = state
+            .entries
+            .iter()
+            .filter(|(_, e)| e.shown_by(filter))
+            .map(|(name, e)| e.shown(name.clone(), e.tags.clone()))
+            .collect();
         let index = state.index;
         drop(state);
+        let mut records: Vec<Endpoint> = shown.into_iter().map(Shown::record).collect();
         records.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Snapshot { index, records }
     }
@@ -436,15 +429,6 @@ mod tests {
             3,
             GuardConfig::default(),
         )
-    }
-
-    #[test]
-    fn addresses_are_written_as_the_standard_library_writes_them() {
-        for text in ["127.0.0.1:8080", "0.0.0.0:0", "255.255.255.255:65535", "10.0.10.1:1", "[::1]:80", "[fe80::1]:9"] {
-            let address: SocketAddr = text.parse().unwrap();
-            assert_eq!(address_text(address), address.to_string());
-            assert_eq!(address_text(address), text);
-        }
     }
 
     #[test]

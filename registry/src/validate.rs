@@ -32,10 +32,15 @@ pub fn name(name: &str) -> Result<(), String> {
         // URLs resolve these as path segments, so /endpoints/.. could never be read or deleted.
         return Err(format!("Name cannot be {name:?}: it is a path segment in URLs"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(bad) = name.chars().find(|c| !is_name_char(*c)) {
         return Err(format!("Name may contain only letters, digits, '.', '_' and '-', not {bad:?}"));
     }
     Ok(())
+}
+
+/// Whether a Name may contain `c`: letters, digits, '.', '_' and '-'.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 /// Checks an Address: `IP:PORT` with a port from 1 to 65535 and an IP a check can reach.

@@ -61,7 +61,7 @@ impl Views {
                     hold.failed, hold.checked, hold.of
                 )
             });
-            let html = page::render(&snapshot.records, snapshot.index, env!("CARGO_PKG_VERSION"), banner.as_deref());
+            let html = page::render(&snapshot.records, snapshot.index, crate::VERSION, banner.as_deref());
             Rendered { index: snapshot.index, body: html.into_bytes().into() }
         })
     }

@@ -2,6 +2,7 @@
 //! query on the registry between changes. For people at a terminal and for scripts.
 
 use crate::flags::{self, Command, Flag, FlagError};
+use crate::service::DEFAULT_API;
 use crate::wire::{Endpoint, Status};
 use crate::{clock, duration, url};
 use std::io::{self, Read, Write};
@@ -13,7 +14,7 @@ pub const SPEC: &[Flag] = &[
         name: "registry",
         env: "REGISTRY_ADDR",
         value: "HOST:PORT",
-        default: "127.0.0.1:10080",
+        default: DEFAULT_API,
         help: "the registry to watch (its API or UI listener)",
     },
     Flag {
@@ -84,7 +85,7 @@ pub fn parse(
         query.push(format!("tag={}", url::encode(tag)));
     }
     Ok(Some(Options {
-        registry: values.get("registry").unwrap_or("127.0.0.1:10080").to_string(),
+        registry: values.get("registry").unwrap_or(DEFAULT_API).to_string(),
         query: query.join("&"),
         wait: values.parse_with("wait", Duration::from_secs(300), duration::parse)?,
         once: values.is_set("once"),

@@ -1,6 +1,7 @@
 //! Working out what to register: the advertised address and the instance name, when neither
 //! flags nor the Kubernetes environment say.
 
+use service_registry::validate;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
@@ -21,12 +22,7 @@ pub fn route_to(registry: &str) -> io::Result<IpAddr> {
 /// is what two instances on one host need.
 pub fn default_name(hostname: Option<String>, port: u16) -> String {
     let host = hostname
-        .map(|h| {
-            h.trim()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
-                .collect::<String>()
-        })
+        .map(|h| h.trim().chars().map(|c| if validate::is_name_char(c) { c } else { '-' }).collect::<String>())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "dynamic-port-server".into());
     let host: String = host.chars().take(200).collect();

@@ -2,6 +2,7 @@
 //! what to fall back to when neither says.
 
 use service_registry::flags::{self, Command, Flag, FlagError, Values};
+use service_registry::service::DEFAULT_API;
 use service_registry::validate;
 use service_registry::{access, duration};
 use std::net::IpAddr;
@@ -137,7 +138,7 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
     };
     let registry = match values.get("service-registry") {
         Some(v) => v.to_string(),
-        None => k8s_registry().unwrap_or_else(|| "127.0.0.1:10080".into()),
+        None => k8s_registry().unwrap_or_else(|| DEFAULT_API.into()),
     };
     let unbracketed_v6 = |host: &str| host.contains(':') && !(host.starts_with('[') && host.ends_with(']'));
     if registry

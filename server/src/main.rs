@@ -136,7 +136,7 @@ fn serve(config: Config) -> Result<(), String> {
     let (stop_tx, stop_rx) = mpsc::channel();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     {
-        let (client, registration) = (client.clone(), registration.clone());
+        let client = client.clone();
         let interval = config.register_interval;
         thread::Builder::new()
             .name("register".into())
