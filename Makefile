@@ -16,7 +16,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 MAKEFLAGS += --no-print-directory
 
-VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+VERSION := $(shell scripts/version.sh)
 IMAGE_PREFIX ?=
 KUBECTL ?= kubectl
 MUSL_TARGET := x86_64-unknown-linux-musl

@@ -19,7 +19,7 @@ ENGINE=${CONTAINER_ENGINE:-docker}
 if [[ $(basename "$ENGINE") == podman && -z ${CONTAINERS_CONF:-} ]]; then
     export CONTAINERS_CONF=$PWD/scripts/containers.conf
 fi
-VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+VERSION=$(scripts/version.sh)
 REGISTRY_IMAGE=${REGISTRY_IMAGE:-service-registry:$VERSION}
 SERVER_IMAGE=${SERVER_IMAGE:-dynamic-port-server:$VERSION}
 MAX_IMAGE_BYTES=${MAX_IMAGE_BYTES:-1048576}

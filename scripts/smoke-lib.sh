@@ -125,9 +125,12 @@ passing_are() { [[ $(names_with_status passing) == "$1" ]]; }
 
 # log_addr LABEL TEXT: "API listening on 127.0.0.1:N" -> 127.0.0.1:N (last match).
 log_addr() { grep -oE "$1 [0-9.]+:[0-9]+" | tail -n 1 | awk '{print $NF}'; }
+# Both set the addresses they find: wait_until runs them in this shell.
 registry_listening() {
-    API=$(mode_registry_log 2>&1 | log_addr "API listening on")
-    UI=$(mode_registry_log 2>&1 | log_addr "UI listening on")
+    local log
+    log=$(mode_registry_log 2>&1)
+    API=$(log_addr "API listening on" <<<"$log")
+    UI=$(log_addr "UI listening on" <<<"$log")
     [[ -n $API && -n $UI ]]
 }
 server_listening() {
@@ -150,7 +153,6 @@ run_story() {
     mode_start_registry -api=127.0.0.1:0 -http=127.0.0.1:0 -check-interval=200ms \
         -check-timeout=500ms -deregister-critical-after=1s
     wait_until 10 "the registry's 'API listening on' and 'UI listening on' log lines" registry_listening
-    registry_listening
     ok "registry API on $API, UI on $UI"
     expect_code 200 GET "http://$API/healthz"
     expect_code 200 GET "http://$UI/healthz"
@@ -167,7 +169,6 @@ run_story() {
     done
     for n in "${SERVERS[@]}"; do
         wait_until 10 "server smoke-$n's 'Listening on' log line" server_listening "$n"
-        server_listening "$n"
         expect_code 200 GET "http://127.0.0.1:${SERVER_PORT[$n]}/healthz"
         grep -q "smoke-$n" <<<"$(http GET "http://127.0.0.1:${SERVER_PORT[$n]}/")" ||
             fail "server smoke-$n's page does not show its instance name"

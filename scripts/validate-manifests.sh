@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.." || exit 1
 K8S_VERSIONS=${K8S_VERSIONS:-"1.30.0 1.37.0"}
 venv=.venv-tools
 manifests=(deployments/*.yaml deployments/examples/*.yaml services/*.yaml)
-version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+version=$(scripts/version.sh)
 
 if [[ ! -x $venv/bin/checkov || ! -x $venv/bin/kubernetes-validate ]]; then
     scripts/install-tools.sh || { echo "validate: FAIL: could not install the validators" >&2; exit 1; }

@@ -6,7 +6,7 @@
 //! half a core at 35,000 req/s. Here a busy thread finds the next answers already waiting
 //! when it returns to `epoll_wait`, and the server's `send` rarely has anyone to wake.
 
-use crate::http::{find, Head, Length};
+use crate::http::{find, invalid, Head, Length, MAX_HEAD};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, ErrorKind, Read, Write};
@@ -14,8 +14,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
 /// More failed requests than this and the run gives up: the target is broken, not slow.
 pub const MAX_ERRORS: u64 = 1000;
 /// How often the loop looks for requests past their timeout when nothing happens.
@@ -238,7 +236,7 @@ fn step(plan: &Running, conn: &mut Conn) -> io::Result<Step> {
                 }
                 let Some(at) = find(&conn.head, b"\r\n\r\n") else {
                     if conn.head.len() > MAX_HEAD {
-                        return Err(io::Error::new(ErrorKind::InvalidData, "response head over 64 KiB"));
+                        return Err(invalid("response head over 64 KiB"));
                     }
                     continue;
                 };
@@ -246,13 +244,11 @@ fn step(plan: &Running, conn: &mut Conn) -> io::Result<Step> {
                 let length = match head.length {
                     Length::Fixed(n) => n,
                     Length::None => 0,
-                    Length::Chunked => {
-                        return Err(io::Error::new(ErrorKind::InvalidData, "chunked answers are not timed by loadgen"))
-                    }
+                    Length::Chunked => return Err(invalid("chunked answers are not timed by loadgen")),
                 };
                 let arrived = conn.head.len() - (at + 4);
                 if arrived > length || !head.keep_alive {
-                    return Err(io::Error::new(ErrorKind::InvalidData, "answer not reusable as keep-alive"));
+                    return Err(invalid("answer not reusable as keep-alive"));
                 }
                 conn.status = head.status;
                 conn.length = length;

@@ -1,12 +1,13 @@
-//! A minimal blocking HTTP/1.1 client over one keep-alive connection: enough for the load
-//! generator and the driver's polling, and cheap per request (one write, usually one read).
+//! A minimal blocking HTTP/1.1 client over one keep-alive connection, for the driver's requests
+//! and polling (the load generator drives its connections with `drive`), and the response-head
+//! parsing both share.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Bodies not kept are discarded in the kernel from this many bytes on (see [`crate::sys::discard`]).
 const DISCARD_FROM: usize = 4096;
 /// Read size while looking for a response head: a typical head and small body in one read.
@@ -34,7 +35,7 @@ pub struct Client {
     end: usize,
 }
 
-fn invalid(what: impl Into<String>) -> io::Error {
+pub(crate) fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
@@ -44,8 +45,8 @@ impl Client {
         Client { addr, timeout, stream: None, buf: vec![0; BUFFER], start: 0, end: 0 }
     }
 
-    /// Opens the connection now rather than at the first request.
-    pub fn connect(&mut self) -> io::Result<()> {
+    /// Opens the connection if it is not open.
+    fn connect(&mut self) -> io::Result<()> {
         if self.stream.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
             stream.set_nodelay(true)?;

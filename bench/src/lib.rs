@@ -17,6 +17,16 @@ pub mod sys;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The name the benchmark gives endpoint `i`: `PREFIX00042`.
+pub fn endpoint_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:05}")
+}
+
+/// The registration body of endpoint `i` at `127.0.0.1:port`.
+pub fn registration(prefix: &str, i: usize, port: u16) -> String {
+    format!(r#"{{"Name":"{}","Address":"127.0.0.1:{port}","Tags":["bench"]}}"#, endpoint_name(prefix, i))
+}
+
 /// Refuses an address that is not on the loopback network (127.0.0.0/8, ::1): the benchmark
 /// sends traffic to nothing else.
 pub fn loopback(addr: &str) -> Result<SocketAddr, String> {

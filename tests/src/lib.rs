@@ -203,6 +203,24 @@ impl Registry {
         eventually(timeout, || self.endpoint(name).filter(|e| e.status == status))
             .unwrap_or_else(|| panic!("{name} never became {status}; listed: {:?}", self.endpoints()))
     }
+
+    /// Registers `name`, healthy: it points at the registry's own UI listener, whose
+    /// `/healthz` answers 200. Panics unless the registry answers 200.
+    pub fn register_healthy(&self, name: &str, tags: &[&str]) {
+        let body = serde_json::json!({"Name": name, "Address": self.ui.to_string(), "Tags": tags});
+        let answer = post_json(&format!("http://{}/register", self.api), &body).expect("registry answers");
+        assert_eq!(answer.status, 200, "register {name}: {}", answer.body);
+    }
+
+    /// Blocking queries parked in the registry now, from `/metrics`.
+    pub fn watchers(&self) -> Option<u64> {
+        let answer = get_answer(&format!("http://{}/metrics", self.api), Duration::from_secs(2))?;
+        answer
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("service_registry_watchers "))
+            .and_then(|v| v.trim().parse().ok())
+    }
 }
 
 /// A running dynamic-port-server and the port it bound.

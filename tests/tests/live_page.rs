@@ -215,20 +215,6 @@ fn programs() -> Option<(PathBuf, PathBuf)> {
     Some((chromedriver, chromium))
 }
 
-/// Registers `name`, healthy: it points at the registry's own UI listener, whose `/healthz`
-/// answers 200.
-fn register(registry: &Registry, name: &str, tags: &[&str]) {
-    let body = json!({"Name": name, "Address": registry.ui.to_string(), "Tags": tags});
-    let answer = post_json(&format!("http://{}/register", registry.api), &body).expect("registry answers");
-    assert_eq!(answer.status, 200, "{}", answer.body);
-}
-
-/// Blocking queries parked in the registry now.
-fn watchers(registry: &Registry) -> Option<u64> {
-    let (_, text) = get(&format!("http://{}/metrics", registry.api))?;
-    text.lines().find_map(|l| l.strip_prefix("service_registry_watchers ")).and_then(|v| v.trim().parse().ok())
-}
-
 /// What the page shows, read by a script, and whether the marker set before is still there
 /// (a reload would have dropped it).
 const READ_PAGE: &str = r#"
@@ -248,7 +234,7 @@ fn row_of<'a>(page: &'a Value, name: &str) -> Option<&'a str> {
 fn a_registration_after_the_page_loaded_appears_without_a_reload() {
     let Some((chromedriver, chromium)) = programs() else { return };
     let registry = Registry::start(&[]);
-    register(&registry, "before-load", &["web"]);
+    registry.register_healthy("before-load", &["web"]);
     registry.wait_for("before-load", Status::Passing, GENEROUS);
 
     let browser = Browser::start(&chromedriver, &chromium, true);
@@ -258,11 +244,11 @@ fn a_registration_after_the_page_loaded_appears_without_a_reload() {
     assert!(row_of(&first, "live-row").is_none(), "{first:#}");
     let first_index = first["index"].as_u64().unwrap_or_else(|| panic!("no data-index: {first:#}"));
     // The page's script holds a blocking query now.
-    eventually(GENEROUS, || watchers(&registry).filter(|n| *n >= 1))
+    eventually(GENEROUS, || registry.watchers().filter(|n| *n >= 1))
         .unwrap_or_else(|| panic!("the page never held a blocking query; console: {}", browser.log()));
 
     let t0 = Instant::now();
-    register(&registry, "live-row", &["web", "live"]);
+    registry.register_healthy("live-row", &["web", "live"]);
     let shown = eventually(LIVE, || Some(browser.run(READ_PAGE)).filter(|p| row_of(p, "live-row").is_some()));
     let Some(shown) = shown else {
         browser.save_failure("live-page-failure.png");
@@ -306,9 +292,9 @@ fn without_javascript_the_page_refreshes_itself() {
     assert!(browser.rows().is_empty());
     // No script runs, so the page holds no blocking query.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(watchers(&registry), Some(0), "a script ran although JavaScript is off");
+    assert_eq!(registry.watchers(), Some(0), "a script ran although JavaScript is off");
 
-    register(&registry, "refreshed", &[]);
+    registry.register_healthy("refreshed", &[]);
     let t0 = Instant::now();
     let rows = eventually(Duration::from_secs(10), || {
         Some(browser.rows()).filter(|rows| rows.iter().any(|r| r.starts_with("refreshed")))

@@ -1,7 +1,7 @@
 //! The dynamic-port-server with the real registry: start, stay registered, survive the
 //! registry going away, leave cleanly. Loopback only; every process is killed on drop.
 
-use end_to_end::{eventually, free_port, get, Process, Registry, Server, Status};
+use end_to_end::{eventually, free_port, get, Process, Registry, Server, Status, TempDir};
 use std::time::{Duration, Instant};
 
 const GENEROUS: Duration = Duration::from_secs(10);
@@ -170,9 +170,8 @@ fn every_request_is_logged_in_the_seeds_access_format() {
 #[test]
 fn the_healthcheck_subcommand_probes_the_port_in_the_port_file() {
     let registry = Registry::start(&[]);
-    let dir = std::env::temp_dir().join(format!("dps-healthcheck-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port_file = dir.join("port");
+    let dir = TempDir::new("healthcheck");
+    let port_file = dir.path.join("port");
     let server = Server::start(registry.api, "probed", "10s", &[&format!("-port-file={}", port_file.display())]);
     let written = std::fs::read_to_string(&port_file).unwrap();
     assert_eq!(written.trim(), server.port.to_string());
@@ -187,5 +186,4 @@ fn the_healthcheck_subcommand_probes_the_port_in_the_port_file() {
     assert_eq!(check(), Some(0));
     drop(server);
     assert_eq!(check(), Some(1));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,9 +25,7 @@ fn quiet_registry(extra: &[&str]) -> Registry {
 /// Registers `name` (healthy: it points at the registry's own UI listener) and returns the
 /// answer's time: when the change is done.
 fn register(registry: &Registry, name: &str, tags: &[&str]) -> Instant {
-    let body = json!({"Name": name, "Address": registry.ui.to_string(), "Tags": tags});
-    let answer = post_json(&format!("http://{}/register", registry.api), &body).expect("registry answers");
-    assert_eq!(answer.status, 200, "register {name}: {}", answer.body);
+    registry.register_healthy(name, tags);
     Instant::now()
 }
 
@@ -60,16 +58,10 @@ fn listing(registry: &Registry) -> (Answer, u64) {
     (answer, index)
 }
 
-/// The number of blocking queries waiting now, from `/metrics`.
-fn watchers(registry: &Registry) -> Option<u64> {
-    let answer = get_answer(&format!("http://{}/metrics", registry.api), Duration::from_secs(2))?;
-    answer.body.lines().find_map(|l| l.strip_prefix("service_registry_watchers ")).and_then(|v| v.trim().parse().ok())
-}
-
 /// Waits until exactly `n` blocking queries are parked in the registry.
 fn wait_for_watchers(registry: &Registry, n: u64) {
-    eventually(GENEROUS, || (watchers(registry) == Some(n)).then_some(()))
-        .unwrap_or_else(|| panic!("never {n} watchers; now {:?}", watchers(registry)));
+    eventually(GENEROUS, || (registry.watchers() == Some(n)).then_some(()))
+        .unwrap_or_else(|| panic!("never {n} watchers; now {:?}", registry.watchers()));
 }
 
 /// A blocking query on another thread: the answer and the moment it came back.

@@ -115,13 +115,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     let requests: Arc<Vec<Vec<u8>>> = Arc::new(match &args.mode {
         Mode::Get(path) => vec![http::get(args.target, path)],
         Mode::Register { ports, names, prefix } => (0..*names)
-            .map(|i| {
-                let body = format!(
-                    r#"{{"Name":"{prefix}{i:05}","Address":"127.0.0.1:{}","Tags":["bench"]}}"#,
-                    ports[i % ports.len()]
-                );
-                http::post_json(args.target, "/register", &body)
-            })
+            .map(|i| http::post_json(args.target, "/register", &bench::registration(prefix, i, ports[i % ports.len()])))
             .collect(),
     });
     let next = Arc::new(AtomicU64::new(0));

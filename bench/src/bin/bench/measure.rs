@@ -881,7 +881,7 @@ impl Bench<'_> {
             }
             let offset = interval.mul_f64((self.random() % 1_000_000) as f64 / 1e6);
             victims.push(Victim {
-                name: format!("live-{i:05}"),
+                name: bench::endpoint_name("live-", i),
                 port: live[i],
                 at: start + offset,
                 killed: None,
@@ -984,7 +984,7 @@ impl Bench<'_> {
 /// Registers `prefix00000`... at 127.0.0.1 and each port, one request at a time.
 fn register_all(client: &mut Client, api: SocketAddr, prefix: &str, ports: &[u16]) -> Result<(), String> {
     for (i, port) in ports.iter().enumerate() {
-        let body = format!(r#"{{"Name":"{prefix}{i:05}","Address":"127.0.0.1:{port}","Tags":["bench"]}}"#);
+        let body = bench::registration(prefix, i, *port);
         let response = client
             .send_retry(&http::post_json(api, "/register", &body), true)
             .map_err(|e| format!("POST /register: {e}"))?;
