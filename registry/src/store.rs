@@ -77,7 +77,10 @@ pub struct Snapshot {
 
 /// One endpoint as the store keeps it: compact (times as times, the address parsed, the Name
 /// only as the map's key), since at 10,000 endpoints every field is 10,000 of them. The wire
-/// record is built from it when asked for.
+/// record is built from it when asked for: from a copy taken while the store's lock is held and
+/// turned into text after it is released, so that registrations and probe results queue on the
+/// lock for a map lookup and not for formatting.
+#[derive(Clone)]
 struct Entry {
     address: SocketAddr,
     tags: Vec<String>,
@@ -100,41 +103,10 @@ impl Entry {
         }
     }
 
-    /// What the record of this entry shows, under `name` and with `tags` (the caller's own
-    /// copies, so that nothing needs copying twice).
-    fn shown(&self, name: String, tags: Vec<String>) -> Shown {
-        Shown {
-            name,
-            address: self.address,
-            tags,
-            status: self.status,
-            consecutive_failures: self.consecutive_failures,
-            registered_at: self.registered_at,
-            last_check: self.last_check,
-            last_error: self.last_error.clone(),
-        }
-    }
-}
-
-/// An entry's record before formatting: copied while the store's lock is held and turned into
-/// text after it is released, so that registrations and probe results queue on the lock for
-/// a map lookup and not for formatting.
-struct Shown {
-    name: String,
-    address: SocketAddr,
-    tags: Vec<String>,
-    status: Status,
-    consecutive_failures: u32,
-    registered_at: SystemTime,
-    last_check: Option<SystemTime>,
-    last_error: Option<String>,
-}
-
-impl Shown {
     /// The record as the wire format has it.
-    fn record(self) -> Endpoint {
+    fn record(self, name: String) -> Endpoint {
         Endpoint {
-            name: self.name,
+            name,
             address: text::address(self.address),
             tags: self.tags,
             status: self.status,
@@ -144,9 +116,7 @@ impl Shown {
             consecutive_failures: self.consecutive_failures,
         }
     }
-}
 
-impl Entry {
     /// Whether a listing with `filter` shows this entry.
     fn shown_by(&self, filter: &Filter) -> bool {
         filter.status.is_none_or(|s| self.status == s) && filter.tags.iter().all(|t| self.tags.contains(t))
@@ -233,20 +203,18 @@ impl Store {
     /// Address it starts again as pending.
     pub fn register(&self, valid: Valid, now: SystemTime) -> Result<Registered, StoreError> {
         let Valid { name, address, tags } = valid;
-        let (shown, change, check_now) = {
+        let (copy, change, check_now) = {
             let mut guard = self.lock();
             let state = &mut *guard;
             match state.entries.get_mut(&name) {
                 Some(entry) if entry.address == address => {
                     let changed = entry.tags != tags;
-                    if changed {
-                        entry.tags = tags.clone();
-                    }
-                    let shown = entry.shown(name, tags);
+                    entry.tags = tags;
+                    let copy = entry.clone();
                     if changed {
                         self.touched(state, true);
                     }
-                    (shown, Change::Renewed, None)
+                    (copy, Change::Renewed, None)
                 }
                 found => {
                     let change = if found.is_some() { Change::Moved } else { Change::Created };
@@ -257,7 +225,7 @@ impl Store {
                     let generation = state.next_generation;
                     let entry = Entry {
                         address,
-                        tags: tags.clone(),
+                        tags,
                         status: Status::Pending,
                         consecutive_failures: 0,
                         registered_at: now,
@@ -267,15 +235,15 @@ impl Store {
                         critical_since: None,
                     };
                     let job = CheckJob { name: name.clone(), address, generation };
-                    let shown = entry.shown(name.clone(), tags);
-                    let replaced = state.entries.insert(name, entry);
+                    let copy = entry.clone();
+                    let replaced = state.entries.insert(name.clone(), entry);
                     state.count(replaced.map(|e| e.status), Some(Status::Pending));
                     self.touched(state, true);
-                    (shown, change, Some(job))
+                    (copy, change, Some(job))
                 }
             }
         };
-        Ok(Registered { record: shown.record(), change, check_now })
+        Ok(Registered { record: copy.record(name), change, check_now })
     }
 
     /// Removes an endpoint by Name; `None` if it was not registered.
@@ -285,28 +253,23 @@ impl Store {
         state.count(Some(removed.status), None);
         self.touched(&mut state, true);
         drop(state);
-        let tags = removed.tags.clone();
-        Some(removed.shown(name.to_string(), tags).record())
+        Some(removed.record(name.to_string()))
     }
 
     /// One endpoint by Name.
     pub fn get(&self, name: &str) -> Option<Endpoint> {
-        let shown = self.lock().entries.get(name).map(|e| e.shown(name.to_string(), e.tags.clone()));
-        shown.map(Shown::record)
+        let copy = self.lock().entries.get(name).cloned();
+        copy.map(|e| e.record(name.to_string()))
     }
 
     /// The endpoints that match `filter`, sorted by Name, with the counters they reflect.
     pub fn list(&self, filter: &Filter) -> Snapshot {
         let state = self.lock();
-        let shown: Vec<Shown> = state
-            .entries
-            .iter()
-            .filter(|(_, e)| e.shown_by(filter))
-            .map(|(name, e)| e.shown(name.clone(), e.tags.clone()))
-            .collect();
+        let copies: Vec<(String, Entry)> =
+            state.entries.iter().filter(|(_, e)| e.shown_by(filter)).map(|(n, e)| (n.clone(), e.clone())).collect();
         let index = state.index;
         drop(state);
-        let mut records: Vec<Endpoint> = shown.into_iter().map(Shown::record).collect();
+        let mut records: Vec<Endpoint> = copies.into_iter().map(|(name, e)| e.record(name)).collect();
         records.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Snapshot { index, records }
     }
