@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of issue 5 (`make bench`): builds what it measures if needed, then runs the
+# The benchmark (`make bench`): builds what it measures if needed, then runs the
 # driver, which prints one markdown table on stdout (progress on stderr).
 #
 #   scripts/bench.sh            the full run, under 5 minutes

@@ -88,18 +88,6 @@ impl WriteToken {
     }
 }
 
-/// Reads a token from a file (a mounted Kubernetes Secret, say), without its trailing
-/// newline. An empty file is an error, not "no token": an operator who set a token file meant
-/// to require one.
-pub fn read_token_file(path: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("{path} is empty"));
-    }
-    Ok(token.to_string())
-}
-
 /// Compares two byte strings in time that depends only on their lengths, so the answer's
 /// timing does not tell an attacker how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -153,7 +141,7 @@ mod tests {
         assert!(check(&[("Authorization", "Bearer s3cret2")]).is_err());
         assert!(check(&[("Authorization", "Basic czNjcmV0")]).is_err());
         assert!(WriteToken::new(None).check(std::iter::empty()).is_ok());
-        // A blank token sets none: read_token_file refuses a blank file, so that never passes
+        // A blank token sets none: token::read_file refuses a blank file, so that never passes
         // for "writes need a token" silently.
         assert!(!WriteToken::new(Some("  ")).is_set());
     }

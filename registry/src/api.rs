@@ -1,15 +1,16 @@
 //! Routing: one function from a request to a reply. Status codes are chosen here and nowhere
 //! else; the HTTP loop only reads, calls and responds.
 
-use crate::blocking::{self, Wait};
-use crate::service::Registry;
+use crate::blocking_query::{self, Wait};
+use crate::reads::{self, not_found, Read};
+use crate::reply::{Body, Reply, METRICS};
+use crate::route::{Listener, Route};
+use crate::state::Registry;
 use crate::store::{Change, Filter, StoreError};
-use crate::validate::{self, clip};
-use crate::wire::{Deregistration, ErrorBody, Registration, Status};
-use crate::{text, url};
-use std::io::Write;
+use crate::url;
+use common::validate::{self, clip};
+use common::wire::{Deregistration, Registration, Status};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::SystemTime;
 use tiny_http::{Method, Request};
 
@@ -17,124 +18,10 @@ use tiny_http::{Method, Request};
 /// for every tag the limits allow, and no more.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Which listener a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// `-api`: reads and writes.
-    Api,
-    /// `-http`: the page and read-only JSON. Never a write.
-    Ui,
-}
-
-impl Listener {
-    /// The name used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Listener::Api => "api",
-            Listener::Ui => "ui",
-        }
-    }
-}
-
-/// A reply body: fresh bytes, or a cached rendering shared between replies.
-#[derive(Debug, Clone)]
-pub enum Body {
-    Owned(Vec<u8>),
-    Shared(Arc<[u8]>),
-}
-
-impl AsRef<[u8]> for Body {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Body::Owned(v) => v,
-            Body::Shared(a) => a,
-        }
-    }
-}
-
-/// What to answer.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Body,
-}
-
-const JSON: &str = "application/json";
-const HTML: &str = "text/html; charset=utf-8";
-/// The Prometheus text exposition format.
-const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-impl Reply {
-    fn json(status: u16, value: &impl serde::Serialize) -> Reply {
-        // A record is about 200 bytes: one allocation instead of a growing vector.
-        let mut body = Vec::with_capacity(256);
-        if serde_json::to_writer(&mut body, value).is_err() {
-            body = b"{}".to_vec();
-        }
-        Reply { status, content_type: JSON, headers: Vec::new(), body: Body::Owned(body) }
-    }
-
-    /// An error answer: `{"error": "..."}`.
-    pub fn error(status: u16, message: impl Into<String>) -> Reply {
-        Reply::json(status, &ErrorBody { error: message.into() })
-    }
-
-    fn shared(content_type: &'static str, body: Arc<[u8]>) -> Reply {
-        Reply { status: 200, content_type, headers: Vec::new(), body: Body::Shared(body) }
-    }
-
-    /// Adds a header.
-    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
-        self.headers.push((name, value));
-        self
-    }
-}
-
-/// A read that may wait for a change: what to render once it is answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Later {
-    List(Filter),
-    One(String),
-    Page,
-}
-
-impl Later {
-    /// The route label, for metrics.
-    pub fn route(&self) -> &'static str {
-        match self {
-            Later::List(_) => "/endpoints",
-            Later::One(_) => "/endpoints/NAME",
-            Later::Page => "/",
-        }
-    }
-}
-
 /// The outcome of routing: an answer now, or a blocking query to park.
 pub enum Routed {
     Now(Reply),
-    Wait(Wait, Later),
-}
-
-/// The path of a URL, without its query.
-pub fn path_of(url: &str) -> &str {
-    url::split(url).0
-}
-
-/// The route label of a path, for metrics: a fixed set, whatever clients send.
-pub fn route_label(path: &str) -> &'static str {
-    match path {
-        "/" => "/",
-        "/healthz" => "/healthz",
-        "/endpoints" => "/endpoints",
-        "/register" => "/register",
-        "/deregister" => "/deregister",
-        "/metrics" => "/metrics",
-        "/v1/sd" => "/v1/sd",
-        p if p.starts_with("/endpoints/") => "/endpoints/NAME",
-        _ => "other",
-    }
+    Wait(Wait, Read),
 }
 
 fn method_not_allowed(allow: &'static str, message: &str) -> Reply {
@@ -150,161 +37,56 @@ pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> 
     let Some(pairs) = url::query_pairs(query) else {
         return Routed::Now(Reply::error(400, "the query string is not valid percent-encoded UTF-8"));
     };
-    let reply = match path {
-        "/healthz" if read => {
+    let reply = match Route::of(path) {
+        Route::Healthz if read => {
             let hold = registry.store.eviction_hold().is_some();
             Reply::json(200, &serde_json::json!({"status": "ok", "evictionHold": hold}))
         }
-        "/metrics" if read => {
+        Route::Metrics if read => {
             let text = registry.metrics.render(registry.store.counts());
             Reply { status: 200, content_type: METRICS, headers: Vec::new(), body: Body::Owned(text.into_bytes()) }
         }
-        "/v1/sd" if read => match filter(&pairs) {
+        Route::ServiceDiscovery if read => match filter(&pairs) {
             Ok(filter) => Reply::json(200, &sd_targets(registry, filter)),
             Err(reply) => reply,
         },
-        "/" if read => return blocking_read(registry, &pairs, Later::Page),
-        "/endpoints" if read => match filter(&pairs) {
-            Ok(filter) => return blocking_read(registry, &pairs, Later::List(filter)),
+        Route::Page if read => return blocking_read(registry, &pairs, Read::Page),
+        Route::Endpoints if read => match filter(&pairs) {
+            Ok(filter) => return blocking_read(registry, &pairs, Read::List(filter)),
             Err(reply) => reply,
         },
-        "/healthz" | "/" | "/endpoints" | "/metrics" | "/v1/sd" => {
+        Route::Healthz | Route::Page | Route::Endpoints | Route::Metrics | Route::ServiceDiscovery => {
             method_not_allowed("GET, HEAD", &format!("{path} answers GET only"))
         }
-        "/register" | "/deregister" if method != Method::Post => {
+        Route::Register | Route::Deregister if method != Method::Post => {
             method_not_allowed("POST", &format!("{path} takes POST with a JSON body"))
         }
-        "/register" | "/deregister" if listener == Listener::Ui => read_only(),
-        "/register" => write(registry, request, register),
-        "/deregister" => write(registry, request, deregister_body),
-        _ => match path.strip_prefix("/endpoints/") {
-            Some(raw) => match one_endpoint(registry, listener, request, raw) {
-                Ok(name) => return blocking_read(registry, &pairs, Later::One(name)),
+        Route::Register | Route::Deregister if listener == Listener::Ui => read_only(),
+        Route::Register => write(registry, request, register),
+        Route::Deregister => write(registry, request, deregister_body),
+        Route::OneEndpoint => {
+            let raw = path.strip_prefix("/endpoints/").unwrap_or_default();
+            match one_endpoint(registry, listener, request, raw) {
+                Ok(name) => return blocking_read(registry, &pairs, Read::One(name)),
                 Err(reply) => reply,
-            },
-            None => Reply::error(404, format!("no such path {:?}: see /endpoints, /register, /deregister", clip(path))),
-        },
+            }
+        }
+        Route::Other => {
+            Reply::error(404, format!("no such path {:?}: see /endpoints, /register, /deregister", clip(path)))
+        }
     };
     Routed::Now(reply)
 }
 
 /// A read that waits when asked to (`?index=`) and the index has not yet passed.
-fn blocking_read(registry: &Registry, pairs: &[(String, String)], later: Later) -> Routed {
-    match blocking::requested(pairs) {
+fn blocking_read(registry: &Registry, pairs: &[(String, String)], read: Read) -> Routed {
+    match blocking_query::requested(pairs) {
         Err(why) => Routed::Now(Reply::error(400, why)),
         // An index from the future can only come from before a restart (indexes start again
         // at 1): answer at once, so the client starts over rather than waiting out its wait.
-        Ok(Some(wait)) if registry.store.index() == wait.seen => Routed::Wait(wait, later),
-        Ok(_) => Routed::Now(answer(registry, &later)),
+        Ok(Some(wait)) if registry.store.index() == wait.seen => Routed::Wait(wait, read),
+        Ok(_) => Routed::Now(reads::answer(registry, &read)),
     }
-}
-
-/// Renders a read's answer, with the watch index it reflects.
-pub fn answer(registry: &Registry, later: &Later) -> Reply {
-    match later {
-        Later::List(filter) => {
-            let rendered = registry.views.endpoints(&registry.store, filter);
-            Reply::shared(JSON, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
-        }
-        Later::Page => {
-            let rendered = registry.views.page(&registry.store);
-            Reply::shared(HTML, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
-        }
-        Later::One(name) => {
-            let index = registry.store.index();
-            match registry.store.get(name) {
-                Some(record) => Reply::json(200, &record),
-                None => not_found(name),
-            }
-            .with_header("X-Registry-Index", index.to_string())
-        }
-    }
-}
-
-/// Sends a reply, logs it at debug and counts it.
-pub fn respond(registry: &Registry, request: Request, listener: Listener, route: &'static str, reply: Reply) {
-    log::debug!(
-        "{} {} {} {}",
-        request.remote_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
-        request.method(),
-        request.url(),
-        reply.status
-    );
-    registry.metrics.request(listener.as_str(), route, reply.status);
-    let head_only = *request.method() == Method::Head;
-    let close = wants_close(&request);
-    // A client that hung up before its answer is not the registry's problem.
-    let _ = write_reply(&mut request.into_writer(), &reply, head_only, close);
-}
-
-/// Whether the client will not send another request on this connection.
-fn wants_close(request: &Request) -> bool {
-    let connection = request.headers().iter().find(|h| h.field.equiv("Connection")).map(|h| h.value.as_str());
-    match connection {
-        Some(value) if value.to_ascii_lowercase().contains("close") => true,
-        Some(value) if value.to_ascii_lowercase().contains("keep-alive") => false,
-        _ => *request.http_version() == (1, 0),
-    }
-}
-
-/// Bodies up to this size go out in the same write as the head: one system call.
-const COALESCE: usize = 16 * 1024;
-
-/// Writes a reply: the head built in one buffer, then the body, so that a small answer is one
-/// system call and a large cached one is written straight from the shared buffer, neither
-/// copied nor chunked.
-pub fn write_reply(out: &mut impl Write, reply: &Reply, head_only: bool, close: bool) -> std::io::Result<()> {
-    let body = reply.body.as_ref();
-    // Built by hand rather than with `write!`: this is every answer's path, and the
-    // formatting machinery cost more than the rest of the head.
-    let mut head = Vec::with_capacity(256 + if body.len() <= COALESCE { body.len() } else { 0 });
-    head.extend_from_slice(b"HTTP/1.1 ");
-    text::push_decimal(&mut head, u64::from(reply.status));
-    head.push(b' ');
-    head.extend_from_slice(tiny_http::StatusCode(reply.status).default_reason_phrase().as_bytes());
-    head.extend_from_slice(b"\r\nServer: service-registry\r\nDate: ");
-    push_http_date(&mut head);
-    head.extend_from_slice(b"\r\nContent-Type: ");
-    head.extend_from_slice(reply.content_type.as_bytes());
-    head.extend_from_slice(b"\r\nContent-Length: ");
-    text::push_decimal(&mut head, body.len() as u64);
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &reply.headers {
-        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
-            head.extend_from_slice(part);
-        }
-    }
-    if close {
-        head.extend_from_slice(b"Connection: close\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    if !head_only && body.len() <= COALESCE {
-        head.extend_from_slice(body);
-        out.write_all(&head)?;
-    } else {
-        out.write_all(&head)?;
-        if !head_only {
-            out.write_all(body)?;
-        }
-    }
-    out.flush()
-}
-
-/// Appends the `Date` header's value, formatted once a second per thread rather than once per
-/// answer.
-fn push_http_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != second {
-            *cached = (second, crate::clock::http_date(now));
-        }
-        out.extend_from_slice(cached.1.as_bytes());
-    })
 }
 
 fn read_only() -> Reply {
@@ -338,10 +120,6 @@ fn one_endpoint(registry: &Registry, listener: Listener, request: &Request, raw:
         Method::Delete => Err(authorize(registry, request).map(|()| deregister(registry, &name)).unwrap_or_else(|e| e)),
         _ => Err(method_not_allowed("GET, HEAD, DELETE", "/endpoints/NAME answers GET and DELETE")),
     }
-}
-
-fn not_found(name: &str) -> Reply {
-    Reply::error(404, format!("no endpoint named {name:?} is registered"))
 }
 
 /// The `status` and `tag` filters of a listing.
@@ -390,7 +168,7 @@ fn sd_targets(registry: &Registry, mut filter: Filter) -> Vec<TargetGroup> {
 }
 
 /// The body, which tiny_http has already read into memory within the listener's limit
-/// (`service::limits`: a larger one was answered 413 before it got here), so reading it
+/// (`startup::limits`: a larger one was answered 413 before it got here), so reading it
 /// cannot fail.
 fn read_body(request: &mut Request) -> Vec<u8> {
     let mut body = Vec::with_capacity(request.body_length().unwrap_or(0));
@@ -449,50 +227,5 @@ fn deregister(registry: &Registry, name: &str) -> Reply {
             Reply::json(200, &record)
         }
         None => not_found(name),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reply(body: &[u8]) -> Reply {
-        Reply {
-            status: 404,
-            content_type: JSON,
-            headers: vec![("X-Registry-Index", "7".into())],
-            body: Body::Owned(body.to_vec()),
-        }
-    }
-
-    #[test]
-    fn writes_a_complete_http_answer() {
-        let mut out = Vec::new();
-        write_reply(&mut out, &reply(b"{\"error\":\"x\"}"), false, true).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let lines: Vec<&str> = head.lines().collect();
-        assert_eq!(lines[0], "HTTP/1.1 404 Not Found");
-        assert!(lines.contains(&"Content-Type: application/json"));
-        assert!(lines.contains(&"Content-Length: 13"));
-        assert!(lines.contains(&"X-Registry-Index: 7"));
-        assert!(lines.contains(&"Connection: close"));
-        assert!(lines.iter().any(|l| l.starts_with("Date: ") && l.ends_with(" GMT")));
-        assert_eq!(body, "{\"error\":\"x\"}");
-    }
-
-    #[test]
-    fn head_answers_carry_the_length_but_no_body_large_or_small() {
-        for size in [10, COALESCE + 1] {
-            let mut out = Vec::new();
-            write_reply(&mut out, &reply(&vec![b'x'; size]), true, false).unwrap();
-            let text = String::from_utf8(out).unwrap();
-            assert!(text.ends_with("\r\n\r\n"), "no body after the head");
-            assert!(text.contains(&format!("Content-Length: {size}\r\n")));
-            assert!(!text.contains("Connection: close"));
-        }
-        let mut out = Vec::new();
-        write_reply(&mut out, &reply(&vec![b'x'; COALESCE + 1]), false, false).unwrap();
-        assert!(out.ends_with(&[b'x'; 64]) && out.len() > COALESCE);
     }
 }

@@ -2,11 +2,11 @@
 //! pool of workers that probe. A hung endpoint holds one worker for one timeout and nothing
 //! else; the lock on the store is never held while a probe waits.
 
-use crate::health::Outcome;
+use common::probe::Outcome;
 use crate::metrics::Metrics;
-use crate::probe::probe;
+use common::probe::probe;
 use crate::store::{Applied, CheckJob, Store};
-use crate::wire::Status;
+use common::wire::Status;
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
 use std::collections::BinaryHeap;

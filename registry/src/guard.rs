@@ -5,7 +5,7 @@
 //! again or the hold has lasted its limit. Unlike Eureka's self-preservation, the hold always
 //! ends by itself.
 
-use crate::wire::Status;
+use common::wire::Status;
 use std::time::{Duration, Instant};
 
 /// Below this many checks of passing endpoints in a window, failures are no evidence about the

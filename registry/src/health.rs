@@ -1,7 +1,8 @@
 //! The health state machine: what one check result does to an endpoint's status. Pure, so
 //! every rule is a row in a table test; the store applies it and the checker reports to it.
 
-use crate::wire::Status;
+use common::probe::Outcome;
+use common::wire::Status;
 use std::time::{Duration, Instant};
 
 /// The thresholds the contract names, set by flags.
@@ -19,14 +20,6 @@ impl Default for Thresholds {
     }
 }
 
-/// The result of one probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Pass,
-    /// Why it failed, in words for `LastError`.
-    Fail(String),
-}
-
 /// An endpoint's health between checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -39,6 +32,7 @@ pub struct Health {
 
 impl Health {
     /// A newly registered endpoint, not yet checked.
+    #[cfg(test)]
     pub fn pending() -> Health {
         Health { status: Status::Pending, consecutive_failures: 0, last_error: None, critical_since: None }
     }

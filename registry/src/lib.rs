@@ -1,33 +1,56 @@
 //! service-registry: where services on dynamic host ports announce themselves.
 //!
 //! Instances `POST /register` their `{Name, Address, Tags}`; a checker probes each
-//! `http://ADDRESS/healthz` on a bounded pool of threads and marks, then removes, what stops
-//! answering; the registry serves its endpoints as JSON and as an HTML page. The wire format,
-//! flag parsing, durations and log format live here too, shared with `dynamic-port-server`.
+//! `http://ADDRESS/healthz` and marks, then removes, what stops answering; the registry serves
+//! its endpoints as JSON and as an HTML page. What the registry and the server both speak
+//! (wire format, validation, flags, durations, log format, the probe) is the `common` crate.
+//!
+//! The modules import only downward:
+//!
+//! ```text
+//! startup      binds the listeners, starts the checker, hands requests to api
+//! api          routing and writes          -> blocking_query, reads, reply, route, state
+//! blocking_query  ?index=&wait= reads      -> reads, reply, state
+//! reads        listings, records, the page -> reply, state, views, store
+//! reply        answers on the wire         -> metrics, route
+//! state        the shared Registry         -> store, checker, views, access, metrics
+//! checker      one probe per endpoint      -> store, health, metrics, common::probe
+//! views, page  cached renderings           -> store
+//! store        endpoints, the watch index  -> health, guard, common::wire
+//! health, guard, access, cidr, metrics, route, text, url: leaves
+//! ```
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod api;
-pub mod blocking;
-pub mod checker;
-pub mod cidr;
-pub mod clock;
-pub mod duration;
-pub mod flags;
-pub mod guard;
-pub mod health;
-pub mod logging;
-pub mod metrics;
-pub mod page;
-pub mod probe;
-pub mod service;
-pub mod store;
-pub mod text;
-pub mod url;
-pub mod validate;
-pub mod views;
+mod access;
+mod api;
+mod blocking_query;
+mod checker;
+mod cidr;
+mod guard;
+mod health;
+mod metrics;
+mod page;
+mod reads;
+mod reply;
+mod route;
+mod startup;
+mod state;
+mod store;
+mod text;
+mod url;
+mod views;
 pub mod watch;
-pub mod wire;
 
-/// The version both binaries report.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use access::{ProbePolicy, WriteToken};
+pub use checker::CheckConfig;
+pub use cidr::Cidr;
+pub use guard::GuardConfig;
+pub use health::Thresholds;
+pub use startup::{
+    start, Config, Running, StartError, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS,
+};
+/// The store on its own, for embedding and for its model-based tests.
+pub use store::{Applied, Change, CheckJob, Filter, Store, StoreError};
+
+/// The version the registry reports.
+pub const VERSION: &str = common::VERSION;

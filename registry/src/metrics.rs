@@ -2,7 +2,8 @@
 //! paths, rendered on demand. Label values are fixed sets (routes, codes, results), so the
 //! number of series cannot grow with what clients send.
 
-use crate::wire::Status;
+use crate::route::{Listener, Route};
+use common::wire::Status;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,13 +57,9 @@ pub struct Metrics {
     pub waiters: AtomicU64,
     /// Requests answered by listener, route and code: plain atomics, since every request
     /// counts and a shared map under a mutex was contended by every connection thread.
-    requests: [[[AtomicU64; CODES.len()]; ROUTES.len()]; LISTENERS.len()],
+    requests: [[[AtomicU64; CODES.len()]; Route::ALL.len()]; Listener::ALL.len()],
 }
 
-const LISTENERS: [&str; 2] = ["api", "ui"];
-/// The route labels `api::route_label` gives.
-const ROUTES: [&str; 9] =
-    ["/", "/healthz", "/endpoints", "/endpoints/NAME", "/register", "/deregister", "/metrics", "/v1/sd", "other"];
 /// The status codes the registry's handlers answer with; anything else is counted as "other".
 /// (tiny_http answers 408, 413, 417, 431, 505 and the connection cap's 503 before a request
 /// reaches a handler, so those are not counted here.)
@@ -86,12 +83,9 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one answered request.
-    pub fn request(&self, listener: &'static str, route: &'static str, code: u16) {
-        let position = |names: &[&str], name| names.iter().position(|n| *n == name).unwrap_or(names.len() - 1);
-        let l = position(&LISTENERS, listener);
-        let r = position(&ROUTES, route);
+    pub fn request(&self, listener: Listener, route: Route, code: u16) {
         let c = CODES.iter().position(|c| *c == code).unwrap_or(CODES.len() - 1);
-        self.requests[l][r][c].fetch_add(1, Relaxed);
+        self.requests[listener.index()][route.index()][c].fetch_add(1, Relaxed);
     }
 
     /// Counts one probe.
@@ -132,8 +126,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP service_registry_probe_duration_seconds Time one health probe took.\n# TYPE service_registry_probe_duration_seconds histogram");
         self.probe_duration.render(&mut out, "service_registry_probe_duration_seconds");
         let _ = writeln!(out, "# HELP service_registry_http_requests_total HTTP requests answered, by listener, route and status code.\n# TYPE service_registry_http_requests_total counter");
-        for (listener, routes) in LISTENERS.iter().zip(&self.requests) {
-            for (route, codes) in ROUTES.iter().zip(routes) {
+        for (listener, routes) in Listener::ALL.iter().zip(&self.requests) {
+            let listener = listener.as_str();
+            for (route, codes) in Route::ALL.iter().zip(routes) {
+                let route = route.label();
                 for (code, count) in CODES.iter().zip(codes) {
                     let count = count.load(Relaxed);
                     if count > 0 {
@@ -163,9 +159,10 @@ mod tests {
         m.registrations.fetch_add(3, Relaxed);
         m.probe(true, Duration::from_micros(300));
         m.probe(false, Duration::from_millis(2000));
-        m.request("api", "/register", 200);
-        m.request("api", "/register", 200);
-        m.request("ui", "/", 200);
+        m.request(Listener::Api, Route::Register, 200);
+        m.request(Listener::Api, Route::Register, 200);
+        m.request(Listener::Ui, Route::Page, 200);
+        m.request(Listener::Ui, Route::OneEndpoint, 404);
         let text = m.render([2, 1, 0]);
         for line in [
             "service_registry_endpoints{status=\"passing\"} 2",
@@ -179,6 +176,7 @@ mod tests {
             "service_registry_probe_duration_seconds_bucket{le=\"+Inf\"} 2",
             "service_registry_probe_duration_seconds_count 2",
             "service_registry_http_requests_total{listener=\"api\",route=\"/register\",code=\"200\"} 2",
+            "service_registry_http_requests_total{listener=\"ui\",route=\"/endpoints/NAME\",code=\"404\"} 1",
             "# TYPE process_start_time_seconds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

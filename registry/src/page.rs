@@ -1,27 +1,12 @@
 //! The registry's page for people: one HTML table, readable without JavaScript, refreshing
 //! itself. Every value that came from a client is escaped.
 
-use crate::wire::{Endpoint, Status};
+use common::html::escape;
+use common::wire::{Endpoint, Status};
 use std::fmt::Write;
 
 /// Seconds between the page's own refreshes when JavaScript is off.
 const REFRESH_SECONDS: u32 = 5;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 /// Holds a blocking query for the next change and swaps in the new table; without JavaScript
 /// the page refreshes itself instead (the `noscript` meta tag).

@@ -3,10 +3,12 @@
 //! the checker takes a [`CheckJob`], probes with the lock released, and reports back.
 
 use crate::guard::{EvictionGuard, GuardConfig, GuardEvent, Hold};
-use crate::health::{Health, Outcome, Thresholds};
-use crate::validate::Valid;
-use crate::wire::{Endpoint, Status};
-use crate::{clock, text};
+use crate::health::{Health, Thresholds};
+use common::probe::Outcome;
+use common::validate::Valid;
+use common::wire::{Endpoint, Status};
+use crate::text;
+use common::clock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -368,7 +370,7 @@ fn log_guard(event: &GuardEvent) {
         }
         GuardEvent::ReleaseTimedOut { held } => log::warn!(
             "Releasing the removal hold after {}: endpoints critical for too long are removed again",
-            crate::duration::format(*held)
+            common::duration::format(*held)
         ),
     }
 }

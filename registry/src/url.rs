@@ -1,45 +1,38 @@
 //! The little URL handling the API needs: split path from query, percent-decode, read pairs.
 
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// Splits `/path?query` into the path and the (possibly empty) query.
 pub fn split(url: &str) -> (&str, &str) {
     url.split_once('?').unwrap_or((url, ""))
 }
 
 /// Percent-decodes `text`; `+` becomes a space when `plus_is_space` (query strings). `None`
-/// when an escape is malformed or the result is not UTF-8.
+/// when an escape is malformed (`%` not followed by two hex digits) or the result is not UTF-8:
+/// a client that sent either is told so rather than having it read as something else.
 pub fn decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let well_formed = bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
+        bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let decoded: Vec<u8> = if plus_is_space {
+        // A literal plus arrives as %2B, so every raw one is a space.
+        percent_decode(text.replace('+', " ").as_bytes()).collect()
+    } else {
+        percent_decode(bytes).collect()
+    };
+    String::from_utf8(decoded).ok()
 }
+
+/// Everything but RFC 3986's unreserved characters.
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Percent-encodes `text` for a query value: everything but RFC 3986's unreserved characters.
 pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(text, RESERVED).to_string()
 }
 
 /// The decoded `key=value` pairs of a query string, in order; `None` if one is malformed.
@@ -69,6 +62,11 @@ mod tests {
         assert_eq!(decode("%zz", false), None);
         assert_eq!(decode("%f", false), None);
         assert_eq!(decode("%ff", false), None, "not UTF-8");
+        // A sign is not a hex digit: `%+1` and `%-1` are malformed, not bytes 0x01 and 0xff.
+        assert_eq!(decode("%+1", false), None);
+        assert_eq!(decode("%+1", true), None);
+        assert_eq!(decode("a%-1", false), None);
+        assert_eq!(decode("100%", false), None);
         assert_eq!(encode("a b/é~"), "a%20b%2F%C3%A9~");
         assert_eq!(decode(&encode("web, eu/%"), true).as_deref(), Some("web, eu/%"));
         assert_eq!(

@@ -8,7 +8,7 @@
 
 use crate::page;
 use crate::store::{Filter, Store};
-use crate::wire::Status;
+use common::wire::Status;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

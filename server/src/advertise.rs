@@ -1,7 +1,7 @@
 //! Working out what to register: the advertised address and the instance name, when neither
 //! flags nor the Kubernetes environment say.
 
-use service_registry::validate;
+use common::validate;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
@@ -51,6 +51,6 @@ mod tests {
         assert_eq!(default_name(Some("node-1\n".into()), 4380), "node-1-4380");
         assert_eq!(default_name(Some("weird host!".into()), 1), "weird-host--1");
         assert_eq!(default_name(None, 1), "dynamic-port-server-1");
-        assert!(service_registry::validate::name(&default_name(Some("x".repeat(400)), 65535)).is_ok());
+        assert!(common::validate::name(&default_name(Some("x".repeat(400)), 65535)).is_ok());
     }
 }

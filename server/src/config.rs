@@ -1,10 +1,10 @@
 //! The server's configuration: the seed's flags, the Kubernetes environment it runs in, and
 //! what to fall back to when neither says.
 
-use service_registry::flags::{self, Command, Flag, FlagError, Values};
-use service_registry::service::DEFAULT_API;
-use service_registry::validate;
-use service_registry::{access, duration};
+use common::flags::{self, Command, Flag, FlagError, Values};
+use common::wire::DEFAULT_API;
+use common::validate;
+use common::{duration, token};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -187,7 +187,7 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
         tags,
         register_interval,
         port_file: values.get("port-file").map(PathBuf::from),
-        token: values.parse_with("token-file", None, |p| access::read_token_file(p).map(Some))?,
+        token: values.parse_with("token-file", None, |p| token::read_file(p).map(Some))?,
     })
 }
 
@@ -220,6 +220,18 @@ mod tests {
         match parse_with(args, env) {
             Ok(Mode::Serve(c)) => c,
             other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    /// `--help` shows each default as text and `config` applies a typed one: giving the text
+    /// as the flag's value must change nothing. Defaults written as a description ("any free
+    /// port") have spaces and are not values.
+    #[test]
+    fn the_defaults_help_shows_are_the_defaults_in_force() {
+        let in_force = format!("{:?}", serve(&[], &[]));
+        for flag in SPEC.iter().filter(|f| !f.default.is_empty() && !f.default.contains(' ')) {
+            let arg = format!("-{}={}", flag.name, flag.default);
+            assert_eq!(format!("{:?}", serve(&[&arg], &[])), in_force, "--help says {arg}");
         }
     }
 

@@ -10,9 +10,9 @@ mod registration;
 mod web;
 
 use config::{Config, Mode};
-use service_registry::health::Outcome;
-use service_registry::wire::Registration;
-use service_registry::{flags, logging, probe, VERSION};
+use common::probe::Outcome;
+use common::wire::Registration;
+use common::{flags, logging, probe, VERSION};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -117,14 +117,14 @@ fn serve(config: Config) -> Result<(), String> {
     let server = tiny_http::Server::from_listener_with_limits(listener, None, limits())
         .map_err(|e| format!("cannot serve: {e}"))?;
     let server = Arc::new(server);
-    let identity = Arc::new(web::Identity::new(name.clone(), advertised, started));
+    let instance = Arc::new(web::Instance::new(name.clone(), advertised, started));
     for i in 0..HANDLER_THREADS {
-        let (server, identity) = (server.clone(), identity.clone());
+        let (server, instance) = (server.clone(), instance.clone());
         thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
                 while let Ok(request) = server.recv() {
-                    web::handle(&identity, request);
+                    web::handle(&instance, request);
                 }
             })
             .map_err(|e| format!("cannot start: {e}"))?;

@@ -2,7 +2,7 @@
 //! registry has it back within one interval; back off while the registry is away, and say so
 //! once per change of state rather than once per try.
 
-use service_registry::wire::{Deregistration, ErrorBody, Registration};
+use common::wire::{Deregistration, ErrorBody, Registration};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ pub fn keep_registered(client: &Client, registration: &Registration, interval: D
                     log::warn!(
                         "Cannot register with the registry at {}: {why}; still serving, retrying every {} at most",
                         client.registry,
-                        service_registry::duration::format(interval)
+                        common::duration::format(interval)
                     );
                 }
                 state = State::Failing(why);

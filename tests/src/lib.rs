@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use service_registry::wire::{Endpoint, Status};
+pub use common::wire::{Endpoint, Status};
 
 /// A built binary of this workspace. `cargo test --workspace` builds every package's binaries;
 /// they sit next to the `deps/` folder that holds this test.

@@ -5,11 +5,16 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
+/// Where the registry's API listens by default, and where its clients (`watch`, the server)
+/// look for it.
+pub const DEFAULT_API: &str = "127.0.0.1:10080";
+
 /// What an instance sends to `POST /register`: the seed's `{Name, Address, Tags}`.
 ///
 /// Decoding follows Go's `encoding/json`, which the seed's clients were written against: keys
-/// match case-insensitively (`name` works), unknown keys are ignored, the last duplicate wins,
-/// and `Tags` may be absent or `null`.
+/// match case-insensitively (`name` works), unknown keys are ignored, and `Tags` may be absent
+/// or `null`. Unlike Go, a key given twice (`{"Name":"a","name":"b"}`) is refused: a proxy that
+/// checked the first Name must not be able to be fooled into registering the second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Registration {
     #[serde(rename = "Name")]
@@ -122,6 +127,7 @@ struct Body {
     tags: Option<Vec<String>>,
 }
 
+#[derive(Clone, Copy)]
 enum Key {
     Name,
     Address,
@@ -171,14 +177,26 @@ impl<'de> Visitor<'de> for BodyVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
         let mut body = Body::default();
+        let mut seen = [false; 3];
         while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Name => body.name = map.next_value().map_err(named::<A::Error>("Name"))?,
-                Key::Address => body.address = map.next_value().map_err(named::<A::Error>("Address"))?,
-                Key::Tags => body.tags = map.next_value().map_err(named::<A::Error>("Tags"))?,
+            let field = match key {
+                Key::Name => "Name",
+                Key::Address => "Address",
+                Key::Tags => "Tags",
                 Key::Other => {
                     map.next_value::<de::IgnoredAny>()?;
+                    continue;
                 }
+            };
+            let index = key as usize;
+            if std::mem::replace(&mut seen[index], true) {
+                return Err(de::Error::custom(format_args!("field {field} is given twice (keys match in any case)")));
+            }
+            match key {
+                Key::Name => body.name = map.next_value().map_err(named::<A::Error>(field))?,
+                Key::Address => body.address = map.next_value().map_err(named::<A::Error>(field))?,
+                Key::Tags => body.tags = map.next_value().map_err(named::<A::Error>(field))?,
+                Key::Other => unreachable!("skipped above"),
             }
         }
         Ok(body)
@@ -210,7 +228,6 @@ mod tests {
             (r#"{"name":"a","address":"1.2.3.4:5"}"#, "a", "1.2.3.4:5", &[]),
             (r#"{"NAME":"a","ADDRESS":"1.2.3.4:5","TAGS":["x"]}"#, "a", "1.2.3.4:5", &["x"]),
             (r#"{"nAmE":"a","Address":"1.2.3.4:5","Extra":{"deep":[1]}}"#, "a", "1.2.3.4:5", &[]),
-            (r#"{"Name":"a","Name":"b","Address":"1.2.3.4:5"}"#, "b", "1.2.3.4:5", &[]),
             (r#"{"Name":null,"Address":null,"Tags":null}"#, "", "", &[]),
         ];
         for (json, name, address, tags) in cases {
@@ -218,6 +235,23 @@ mod tests {
             assert_eq!((reg.name.as_str(), reg.address.as_str()), (*name, *address), "{json}");
             assert_eq!(reg.tags, *tags, "{json}");
         }
+    }
+
+    #[test]
+    fn refuses_a_key_given_twice_in_any_case() {
+        for json in [
+            r#"{"Name":"a","Name":"b","Address":"1.2.3.4:5"}"#,
+            r#"{"Name":"a","name":"b","Address":"1.2.3.4:5"}"#,
+            r#"{"Name":"a","Address":"1.2.3.4:5","ADDRESS":"5.6.7.8:9"}"#,
+            r#"{"Name":"a","Address":"1.2.3.4:5","Tags":null,"tags":["x"]}"#,
+        ] {
+            let err = serde_json::from_str::<Registration>(json).unwrap_err();
+            assert!(err.is_data() && err.to_string().contains("is given twice"), "{json}: {err}");
+        }
+        let err = serde_json::from_str::<Deregistration>(r#"{"name":"a","NAME":"b"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("field Name is given twice"), "{err}");
+        // Unknown keys are ignored, however often they come.
+        assert!(serde_json::from_str::<Registration>(r#"{"Name":"a","x":1,"x":2}"#).is_ok());
     }
 
     #[test]

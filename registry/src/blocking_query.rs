@@ -2,9 +2,11 @@
 //! passes N or the wait ends, then answers as usual. A waiting query sleeps on the store's
 //! condition variable (no polling) on its connection's thread; their number is capped.
 
-use crate::api::{self, Listener, Reply};
-use crate::duration;
-use crate::service::Registry;
+use crate::reads::{self, Read};
+use crate::reply::{self, Reply};
+use crate::route::Listener;
+use crate::state::Registry;
+use common::duration;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
@@ -52,7 +54,7 @@ pub fn wait_then_answer(
     request: tiny_http::Request,
     listener: Listener,
     wait: Wait,
-    later: api::Later,
+    read: Read,
 ) {
     let waiters = &registry.metrics.waiters;
     if waiters.fetch_add(1, Ordering::AcqRel) >= registry.max_waiters as u64 {
@@ -65,12 +67,12 @@ pub fn wait_then_answer(
             ),
         )
         .with_header("Retry-After", "1".into());
-        return api::respond(registry, request, listener, later.route(), reply);
+        return reply::respond(&registry.metrics, request, listener, read.route(), reply);
     }
     registry.store.wait_for_change(wait.seen, Instant::now() + with_jitter(wait.wait));
     waiters.fetch_sub(1, Ordering::AcqRel);
-    let reply = api::answer(registry, &later);
-    api::respond(registry, request, listener, later.route(), reply);
+    let reply = reads::answer(registry, &read);
+    reply::respond(&registry.metrics, request, listener, read.route(), reply);
 }
 
 #[cfg(test)]

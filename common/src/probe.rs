@@ -2,10 +2,17 @@
 //! `TcpStream` because the checker needs exactly one thing from the answer, its status line,
 //! and must bound every step by one deadline.
 
-use crate::health::Outcome;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// Why it failed, in words for `LastError`.
+    Fail(String),
+}
 
 /// The most of an answer a probe reads: a status line fits many times over, and a hostile
 /// endpoint cannot make the checker read more.

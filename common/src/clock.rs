@@ -101,13 +101,6 @@ pub fn rfc1123(t: SystemTime) -> String {
     )
 }
 
-/// `Fri, 03 Feb 2017 20:37:38 GMT`: the HTTP `Date` header (RFC 9110's IMF-fixdate).
-pub fn http_date(t: SystemTime) -> String {
-    let mut date = rfc1123(t);
-    date.truncate(date.len() - 3);
-    date + "GMT"
-}
-
 /// `2017/02/03 20:37:34`: the prefix of Go's standard logger, which the seed's log lines carry.
 pub fn go_log_prefix(t: SystemTime) -> String {
     let c = Civil::from_system_time(t);
@@ -127,7 +120,6 @@ mod tests {
         // The access-log line in the seed's README: Fri, 03 Feb 2017 20:37:38 UTC.
         let t = at(1_486_154_258, 0);
         assert_eq!(rfc1123(t), "Fri, 03 Feb 2017 20:37:38 UTC");
-        assert_eq!(http_date(t), "Fri, 03 Feb 2017 20:37:38 GMT");
         assert_eq!(go_log_prefix(t), "2017/02/03 20:37:38");
         assert_eq!(rfc3339(at(1_486_154_258, 42)), "2017-02-03T20:37:38.042Z");
     }

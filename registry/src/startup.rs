@@ -2,14 +2,18 @@
 //! and stopped together. `main` and the tests both start it through [`start`].
 
 use crate::access::{ProbePolicy, WriteToken};
-use crate::api::{self, Listener, Routed};
-use crate::blocking;
+use crate::api::{self, Routed};
+use crate::blocking_query;
 use crate::checker::{CheckConfig, Checker};
 use crate::guard::GuardConfig;
 use crate::health::Thresholds;
 use crate::metrics::Metrics;
+use crate::reply;
+use crate::route::{Listener, Route};
+use crate::state::Registry;
 use crate::store::Store;
 use crate::views::Views;
+use common::wire::DEFAULT_API;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -58,8 +62,6 @@ impl Default for Config {
 /// Default cap on endpoints: ten times the largest fleet the benchmark runs, so a runaway
 /// client fills memory slowly enough to be noticed, not at once.
 pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
-/// Where the API listens by default, and where its clients (`watch`, the server) look for it.
-pub const DEFAULT_API: &str = "127.0.0.1:10080";
 
 /// Default cap on connections per listener. Each connection holds a thread while it lives;
 /// 512 is far above what a fleet's renewals need (they take milliseconds every few seconds)
@@ -69,18 +71,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Default cap on blocking queries waiting at once: each holds its connection's thread, and
 /// they must leave room under `-max-connections` for everything else.
 pub const DEFAULT_MAX_WAITERS: usize = 256;
-
-/// The registry's shared state, as request handlers see it.
-pub struct Registry {
-    pub store: Arc<Store>,
-    pub checker: Checker,
-    pub views: Views,
-    pub token: WriteToken,
-    pub probe_policy: ProbePolicy,
-    pub metrics: Arc<Metrics>,
-    /// `-max-watchers`: blocking queries waiting at once.
-    pub max_waiters: usize,
-}
 
 /// Why the registry could not start.
 #[derive(Debug)]
@@ -101,7 +91,7 @@ impl std::error::Error for StartError {}
 pub struct Running {
     pub api_addr: SocketAddr,
     pub ui_addr: SocketAddr,
-    pub registry: Arc<Registry>,
+    registry: Arc<Registry>,
     /// Dropping a server closes its listener and every connection it has open.
     listeners: Vec<tiny_http::Server>,
 }
@@ -168,10 +158,10 @@ fn serve(
     let registry = registry.clone();
     let handler: tiny_http::Handler = Arc::new(move |mut request| match api::route(&registry, kind, &mut request) {
         Routed::Now(reply) => {
-            let route = api::route_label(api::path_of(request.url()));
-            api::respond(&registry, request, kind, route, reply);
+            let route = Route::of(crate::url::split(request.url()).0);
+            reply::respond(&registry.metrics, request, kind, route, reply);
         }
-        Routed::Wait(wait, later) => blocking::wait_then_answer(&registry, request, kind, wait, later),
+        Routed::Wait(wait, read) => blocking_query::wait_then_answer(&registry, request, kind, wait, read),
     });
     let server = tiny_http::Server::from_listener_with_handler(listener, limits, handler)
         .map_err(|e| failed(io::Error::other(e.to_string())))?;

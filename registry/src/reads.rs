@@ -1,0 +1,54 @@
+//! The reads that may wait for a change (a listing, one record, the page): what to render, and
+//! rendering it with the watch index it reflects. Asked now by `api`, or later by a blocking
+//! query once the index moves.
+
+use crate::reply::{Reply, HTML, JSON};
+use crate::route::Route;
+use crate::state::Registry;
+use crate::store::Filter;
+
+/// A read to answer, now or once the store changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    List(Filter),
+    One(String),
+    Page,
+}
+
+impl Read {
+    /// The route it was asked on, for metrics.
+    pub fn route(&self) -> Route {
+        match self {
+            Read::List(_) => Route::Endpoints,
+            Read::One(_) => Route::OneEndpoint,
+            Read::Page => Route::Page,
+        }
+    }
+}
+
+/// Renders a read's answer, with the watch index it reflects.
+pub fn answer(registry: &Registry, read: &Read) -> Reply {
+    match read {
+        Read::List(filter) => {
+            let rendered = registry.views.endpoints(&registry.store, filter);
+            Reply::shared(JSON, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+        }
+        Read::Page => {
+            let rendered = registry.views.page(&registry.store);
+            Reply::shared(HTML, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+        }
+        Read::One(name) => {
+            let index = registry.store.index();
+            match registry.store.get(name) {
+                Some(record) => Reply::json(200, &record),
+                None => not_found(name),
+            }
+            .with_header("X-Registry-Index", index.to_string())
+        }
+    }
+}
+
+/// The answer for a Name that is not registered.
+pub fn not_found(name: &str) -> Reply {
+    Reply::error(404, format!("no endpoint named {name:?} is registered"))
+}
