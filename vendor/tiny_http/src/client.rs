@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::common::{json_close_answer, HTTPVersion, Method};
+use crate::common::{close_answer, HTTPVersion, Method};
 use crate::connection::Connection;
 use crate::limits::{Deadline, Limits};
 use crate::util::RefinedTcpStream;
@@ -220,11 +220,11 @@ impl ClientConnection {
         Ok(request)
     }
 
-    /// dynamic-ports patch: answers an error the connection cannot recover from, with a JSON
-    /// body like the rest of the API, and closes the connection.
+    /// dynamic-ports patch: answers an error the connection cannot recover from, with the body
+    /// `Limits::error_body` makes of `message`, and closes the connection.
     fn refuse(&mut self, status: u16, message: &str) {
         let mut writer = self.sink.next().unwrap();
-        let _ = writer.write_all(&json_close_answer(status, message, ""));
+        let _ = writer.write_all(&close_answer(status, message, "", self.limits.error_body));
         let _ = writer.flush();
         self.no_more_requests = true;
     }
@@ -297,7 +297,8 @@ impl Iterator for ClientConnection {
                 // dynamic-ports patch: answer through the request's own writer and close; taking
                 // a second writer while the request holds the first deadlocked the connection.
                 let mut writer = rq.into_writer();
-                let _ = writer.write_all(&json_close_answer(505, "this server speaks HTTP/1.0 and HTTP/1.1 only", ""));
+                let message = "this server speaks HTTP/1.0 and HTTP/1.1 only";
+                let _ = writer.write_all(&close_answer(505, message, "", self.limits.error_body));
                 let _ = writer.flush();
                 return None;
             }

@@ -147,16 +147,23 @@ impl PartialOrd<StatusCode> for u16 {
     }
 }
 
-/// dynamic-ports patch: a complete answer that the connection closes after, with a JSON body
-/// `{"error": "message"}` like the rest of the API; `extra_headers` are whole header lines.
-pub(crate) fn json_close_answer(status: u16, message: &str, extra_headers: &str) -> Vec<u8> {
-    let body = format!("{{\"error\": \"{message}\"}}");
-    format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+/// dynamic-ports patch: a complete answer that the connection closes after, with the body
+/// `error_body` makes of `message`; `extra_headers` are whole header lines.
+pub(crate) fn close_answer(
+    status: u16,
+    message: &str,
+    extra_headers: &str,
+    error_body: crate::limits::ErrorBody,
+) -> Vec<u8> {
+    let (body, content_type) = error_body(StatusCode(status), message);
+    let mut answer = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
         StatusCode(status).default_reason_phrase(),
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
 }
 
 /// Represents a HTTP header.

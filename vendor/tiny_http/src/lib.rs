@@ -111,7 +111,7 @@ use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use limits::Limits;
+pub use limits::{plain_text_error_body, ErrorBody, Limits};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -186,11 +186,12 @@ impl Drop for LiveConnection {
 
 /// dynamic-ports patch: answers a connection beyond `max_connections` with 503 and closes it,
 /// from the accept thread: a short write to a fresh socket does not block.
-fn refuse_busy(mut sock: Connection, max_connections: usize) {
+fn refuse_busy(mut sock: Connection, limits: &Limits) {
     use std::io::Write;
-    let message = format!("the server is serving its limit of {max_connections} connections; retry shortly");
+    let message = format!("the server is serving its limit of {} connections; retry shortly", limits.max_connections);
     let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = sock.write_all(&common::json_close_answer(503, &message, "Retry-After: 1\r\n"));
+    let answer = common::close_answer(503, &message, "Retry-After: 1\r\n", limits.error_body);
+    let _ = sock.write_all(&answer);
     let _ = sock.shutdown(Shutdown::Write);
 }
 
@@ -357,7 +358,7 @@ impl Server {
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) if live.load(Acquire) >= limits.max_connections => {
-                        refuse_busy(sock, limits.max_connections);
+                        refuse_busy(sock, &limits);
                         continue;
                     }
                     Ok((sock, _)) => {
