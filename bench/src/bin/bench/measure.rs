@@ -368,8 +368,8 @@ impl Bench<'_> {
         eprintln!("bench: idle registry memory");
         let registry = self.registry(&[], "idle")?;
         sleep(self.plan.idle_settle);
-        let (rss, _) = procs::memory(registry.pid());
-        self.report.row(MEMORY, "registry RSS, idle", size(rss), "≤ 2 MiB", "6.6 MiB", Verdict::of(rss <= 2 << 20));
+        let (value, verdict) = rss_figure(procs::memory(registry.pid()), 2 << 20, |m| size(m.rss));
+        self.report.row(MEMORY, "registry RSS, idle", value, "≤ 2 MiB", "6.6 MiB", verdict);
         Ok(())
     }
 
@@ -472,7 +472,7 @@ impl Bench<'_> {
         let stats = self.fleet.stats()?;
         let wall = start.elapsed();
         let cpu = procs::cpu_time(registry.pid()).saturating_sub(cpu_before);
-        let (rss, hwm) = procs::memory(registry.pid());
+        let memory = procs::memory(registry.pid());
 
         let ms = |k: &str| Duration::from_secs_f64(stats[k].as_f64().unwrap_or(0.0) / 1000.0);
         let probes = stats["probes"].as_u64().unwrap_or(0);
@@ -499,22 +499,17 @@ impl Bench<'_> {
         self.report.row(CHECKS, "registry CPU while checking 10,000 endpoints", value, "", "", Verdict::Info);
         let mut client = Client::new(registry.api, REQUEST_TIMEOUT);
         let listing = client.send_retry(&http::get(registry.api, "/endpoints"), false);
-        let (after_listing, _) = procs::memory(registry.pid());
-        let value = format!(
-            "{} (peak {} while registering; {} after one GET /endpoints of {} KB)",
-            size(rss),
-            size(hwm),
-            size(after_listing),
-            listing.map_or(0, |r| r.body_len / 1000)
-        );
-        self.report.row(
-            MEMORY,
-            "registry RSS, 10,000 live endpoints",
-            value,
-            "≤ 8 MiB",
-            "15 MiB",
-            Verdict::of(rss <= 8 << 20),
-        );
+        let after_listing =
+            procs::memory(registry.pid()).map_or_else(|e| format!("not measured: {e}"), |m| size(m.rss));
+        let (value, verdict) = rss_figure(memory, 8 << 20, |m| {
+            format!(
+                "{} (peak {} while registering; {after_listing} after one GET /endpoints of {} KB)",
+                size(m.rss),
+                size(m.peak),
+                listing.map_or(0, |r| r.body_len / 1000)
+            )
+        });
+        self.report.row(MEMORY, "registry RSS, 10,000 live endpoints", value, "≤ 8 MiB", "15 MiB", verdict);
         Ok(())
     }
 
@@ -1064,6 +1059,19 @@ fn ratio(kills: &[Kill]) -> Option<f64> {
     median_f64(&ratios)
 }
 
+/// A memory row's value and verdict: RSS at most `limit` bytes passes. Memory that could not
+/// be read (the registry has exited) is a miss, never a pass.
+fn rss_figure(
+    memory: Result<procs::Memory, String>,
+    limit: u64,
+    describe: impl FnOnce(&procs::Memory) -> String,
+) -> (String, Verdict) {
+    match memory {
+        Ok(m) => (describe(&m), Verdict::of(m.rss <= limit)),
+        Err(e) => (format!("not measured: {e}"), Verdict::Miss),
+    }
+}
+
 fn median_f64(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -1106,4 +1114,21 @@ fn image_size(name: &str, version: &str) -> Option<(u64, u64)> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_that_cannot_be_read_misses_its_target() {
+        // A registry that has exited: no /proc/PID/status. It used to read as 0 bytes, a pass.
+        let (value, verdict) = rss_figure(procs::memory(i32::MAX), 2 << 20, |m| size(m.rss));
+        assert_eq!(verdict, Verdict::Miss);
+        assert!(value.starts_with("not measured: cannot read /proc/"), "{value}");
+        let small = procs::Memory { rss: 1 << 20, peak: 1 << 20 };
+        assert_eq!(rss_figure(Ok(small), 2 << 20, |m| size(m.rss)), ("1.00 MiB".to_string(), Verdict::Pass));
+        let large = procs::Memory { rss: 3 << 20, peak: 3 << 20 };
+        assert_eq!(rss_figure(Ok(large), 2 << 20, |m| size(m.rss)).1, Verdict::Miss);
+    }
 }
