@@ -1,5 +1,7 @@
-//! The measurements of issue 5. Each starts what it needs and stops it before the next, so
-//! one measurement's processes never compete with another's for the two cores.
+//! The measurements: registration and read throughput, memory, the health-check round and
+//! detection, the server's start and stop, sizes. Each starts what it needs and stops it
+//! before the next, so one measurement's processes never compete with another's for the two
+//! cores.
 
 use crate::procs::{self, Fleet, Proc, Registry};
 use crate::report::{self, Report, Verdict};
@@ -7,16 +9,22 @@ use crate::Options;
 use bench::http::{self, Client};
 use bench::stats::{human, median_max, size, thousands};
 use serde_json::Value;
+use service_registry::duration;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The registry's defaults (DESIGN.md): detection and round targets are computed from them.
+/// The registry's defaults (`-check-interval=5s -check-timeout=2s -failures-before-critical=2`):
+/// detection and round targets are computed from them.
 const INTERVAL: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(2);
 const FAILURES: u32 = 2;
+/// The check interval and timeout of the `--quick` detection runs: a fifth and a quarter of
+/// the defaults, so that both detection runs fit in `--quick`'s minute.
+const QUICK_INTERVAL: Duration = Duration::from_secs(1);
+const QUICK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Endpoints for registration, memory and the round.
 const FLEET: usize = 10_000;
 /// Endpoints for reads and detection.
@@ -72,9 +80,12 @@ impl Plan {
                 read_window: Duration::from_millis(1200),
                 idle_settle: Duration::from_millis(300),
                 round_intervals: 1,
-                detect_flags: vec!["-check-interval=1s".into(), "-check-timeout=500ms".into()],
-                detect_interval: Duration::from_secs(1),
-                detect_timeout: Duration::from_millis(500),
+                detect_flags: vec![
+                    format!("-check-interval={}", duration::format(QUICK_INTERVAL)),
+                    format!("-check-timeout={}", duration::format(QUICK_TIMEOUT)),
+                ],
+                detect_interval: QUICK_INTERVAL,
+                detect_timeout: QUICK_TIMEOUT,
                 kills: 5,
                 server_runs: 5,
             }
@@ -249,7 +260,7 @@ impl Bench<'_> {
             .arg("--target")
             .arg(target.to_string())
             .args(["--clients", &clients.to_string(), "--requests", &cap.to_string()])
-            .args(["--duration", &format!("{}ms", window.as_millis()), "--timeout", "10s"])
+            .args(["--duration", &duration::format(window), "--timeout", "10s"])
             .args(mode)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -898,7 +909,7 @@ impl Bench<'_> {
             }
             sleep(DETECT_POLL);
         }
-        // The same fact, read as the issue states it: no longer in ?status=passing.
+        // The same fact, read as the target states it: no longer in ?status=passing.
         let passing = client
             .send_retry(&http::get(api, "/endpoints?status=passing"), true)
             .map_err(|e| format!("GET /endpoints?status=passing: {e}"))?;
