@@ -13,9 +13,11 @@
 //! `127.0.0.1:PORT[i % ports]`, so every registered address is a live fleet port.
 
 #![forbid(unsafe_code)]
+use bench::args::{self, Args};
 use bench::drive::{self, Plan};
 use bench::http;
 use bench::stats::percentile;
+use service_registry::duration;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
@@ -26,7 +28,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: loadgen --target 127.0.0.1:PORT [--clients N] [--threads N] [--requests N] \
 [--duration 5s] [--timeout 10s] (get PATH | register --ports-file FILE [--names N] [--prefix bench-])";
 
-struct Args {
+/// What the load generator is told.
+struct Options {
     target: SocketAddr,
     clients: usize,
     threads: usize,
@@ -42,14 +45,11 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1).collect()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("loadgen: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let options = match parse(std::env::args().skip(1).collect()) {
+        Ok(o) => o,
+        Err(e) => return args::refuse("loadgen", &e, USAGE),
     };
-    match run(&args) {
+    match run(&options) {
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS
@@ -61,27 +61,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse(argv: Vec<String>) -> Result<Args, String> {
-    let mut it = argv.into_iter();
+fn parse(argv: Vec<String>) -> Result<Options, String> {
+    let mut args = Args::new(argv);
     let (mut target, mut clients, mut threads, mut requests) = (None, 1usize, None, 1_000_000u64);
     let (mut duration, mut timeout) = (Duration::from_secs(5), Duration::from_secs(10));
     let (mut ports_file, mut names, mut prefix) = (None, 10_000usize, "bench-".to_string());
     let mut mode = None;
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--target" => target = Some(bench::loopback(&value("--target")?)?),
-            "--clients" => clients = value("--clients")?.parse().map_err(|_| "bad --clients")?,
-            "--threads" => threads = Some(value("--threads")?.parse().map_err(|_| "bad --threads")?),
-            "--requests" => requests = value("--requests")?.parse().map_err(|_| "bad --requests")?,
-            "--duration" => duration = bench::parse_duration(&value("--duration")?)?,
-            "--timeout" => timeout = bench::parse_duration(&value("--timeout")?)?,
-            "--ports-file" => ports_file = Some(value("--ports-file")?),
-            "--names" => names = value("--names")?.parse().map_err(|_| "bad --names")?,
-            "--prefix" => prefix = value("--prefix")?,
-            "get" => mode = Some(("get", Some(value("get")?))),
+    let positive = |text: String| duration::parse_positive(&text).map_err(|e| e.to_string());
+    while let Some(name) = args.next_name() {
+        match name.as_str() {
+            "--target" => target = Some(bench::loopback(&args.value()?)?),
+            "--clients" => clients = args.parse()?,
+            "--threads" => threads = Some(args.parse()?),
+            "--requests" => requests = args.parse()?,
+            "--duration" => duration = positive(args.value()?)?,
+            "--timeout" => timeout = positive(args.value()?)?,
+            "--ports-file" => ports_file = Some(args.value()?),
+            "--names" => names = args.parse()?,
+            "--prefix" => prefix = args.value()?,
+            "get" => mode = Some(("get", Some(args.value()?))),
             "register" => mode = Some(("register", None)),
-            other => return Err(format!("unknown argument {other:?}")),
+            _ => return Err(args.unknown()),
         }
     }
     let target = target.ok_or("--target is required")?;
@@ -108,24 +108,28 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
         }
         _ => return Err("say get PATH or register".into()),
     };
-    Ok(Args { target, clients, threads, requests, duration, timeout, mode })
+    Ok(Options { target, clients, threads, requests, duration, timeout, mode })
 }
 
-fn run(args: &Args) -> Result<serde_json::Value, String> {
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(match &args.mode {
-        Mode::Get(path) => vec![http::get(args.target, path)],
+fn run(options: &Options) -> Result<serde_json::Value, String> {
+    // Every request's bytes are built here, before the clock starts (the registration bodies
+    // serialized from the registry's wire type): the timed loop only writes them.
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(match &options.mode {
+        Mode::Get(path) => vec![http::get(options.target, path)],
         Mode::Register { ports, names, prefix } => (0..*names)
-            .map(|i| http::post_json(args.target, "/register", &bench::registration(prefix, i, ports[i % ports.len()])))
+            .map(|i| {
+                http::post_json(options.target, "/register", &bench::registration(prefix, i, ports[i % ports.len()]))
+            })
             .collect(),
     });
     let next = Arc::new(AtomicU64::new(0));
-    let barrier = Arc::new(Barrier::new(args.threads + 1));
+    let barrier = Arc::new(Barrier::new(options.threads + 1));
     let mut threads = Vec::new();
-    for t in 0..args.threads {
+    for t in 0..options.threads {
         // Connections split evenly over the threads.
-        let connections = args.clients / args.threads + usize::from(t < args.clients % args.threads);
+        let connections = options.clients / options.threads + usize::from(t < options.clients % options.threads);
         let (requests, next, barrier) = (requests.clone(), next.clone(), barrier.clone());
-        let (target, limit, duration, timeout) = (args.target, args.requests, args.duration, args.timeout);
+        let (target, limit, duration, timeout) = (options.target, options.requests, options.duration, options.timeout);
         threads.push(thread::spawn(move || {
             let plan = Plan { target, requests: &requests, next: &next, limit, duration, timeout };
             drive::run(&plan, connections, || {
@@ -156,7 +160,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         "requests": ok,
         "errors": errors,
         "statuses": statuses,
-        "clients": args.clients,
+        "clients": options.clients,
         "seconds": seconds,
         "rps": ok as f64 / seconds,
         "p50_ms": ms(percentile(&latencies, 50.0)),
@@ -167,7 +171,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     });
     eprintln!(
         "loadgen: {} clients, {ok} requests in {seconds:.2} s: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {errors} errors",
-        args.clients,
+        options.clients,
         ok as f64 / seconds,
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),

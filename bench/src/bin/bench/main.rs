@@ -1,6 +1,7 @@
 //! `bench`: the driver of the benchmark suite behind `make bench`. Given the release binaries,
 //! it starts the fleet simulator, registries, servers, the load generator and (when installed)
-//! nginx, all on loopback; runs every measurement of issue 5; and prints one markdown table.
+//! nginx, all on loopback; measures registration and read throughput, memory, health-check rounds
+//! and detection, and the server's start and stop; and prints one markdown table.
 //! Every process it starts is stopped on every way out, and every wait is bounded.
 //!
 //! ```text
@@ -13,6 +14,7 @@ mod measure;
 mod procs;
 mod report;
 
+use bench::args::{self, Args};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,10 +40,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            eprintln!("bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return args::refuse("bench", &e, USAGE),
     };
     let tmp = std::env::temp_dir().join(format!("dynamic-ports-bench-{}", std::process::id()));
     stop_everything_on_signals((!options.keep_logs).then(|| tmp.clone()));
@@ -80,23 +79,18 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
         nginx: find_nginx(),
         keep_logs: false,
     };
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
+    let mut args = Args::new(argv);
+    while let Some(name) = args.next_name() {
         match name.as_str() {
-            "--quick" => options.quick = true,
-            "--keep-logs" => options.keep_logs = true,
-            "--registry" => options.registry = value()?.into(),
-            "--server" => options.server = value()?.into(),
-            "--fleet" => options.fleet = value()?.into(),
-            "--loadgen" => options.loadgen = value()?.into(),
-            "--nginx" => options.nginx = Some(value()?).filter(|v| v != "none").map(PathBuf::from),
+            "--quick" => options.quick = args.switch()?,
+            "--keep-logs" => options.keep_logs = args.switch()?,
+            "--registry" => options.registry = args.value()?.into(),
+            "--server" => options.server = args.value()?.into(),
+            "--fleet" => options.fleet = args.value()?.into(),
+            "--loadgen" => options.loadgen = args.value()?.into(),
+            "--nginx" => options.nginx = Some(args.value()?).filter(|v| v != "none").map(PathBuf::from),
             "-h" | "--help" => return Ok(None),
-            _ => return Err(format!("unknown argument {arg:?}")),
+            _ => return Err(args.unknown()),
         }
     }
     for (what, path) in [

@@ -167,17 +167,31 @@ fn stat_fields(pid: i32) -> Option<Stat> {
     Some(Stat { group, ticks })
 }
 
-/// VmRSS and VmHWM of a process, in bytes.
-pub fn memory(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// A process's resident memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// VmRSS: now.
+    pub rss: u64,
+    /// VmHWM: the most it has held.
+    pub peak: u64,
+}
+
+/// VmRSS and VmHWM of a process, from `/proc/PID/status`. An error when they cannot be read:
+/// the process is gone, or has exited and not been reaped (a zombie has no VmRSS line), as a
+/// crashed registry is until its guard is dropped. Never zero in their place, which would meet
+/// every memory target.
+pub fn memory(pid: i32) -> Result<Memory, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
+            .map(|kib| kib * 1024)
+            .ok_or_else(|| format!("no {name} in {path}: process {pid} has exited"))
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    Ok(Memory { rss: field("VmRSS:")?, peak: field("VmHWM:")? })
 }
 
 /// Copies a child's output to a log file on a thread, handing each line to `watch` first.
@@ -350,4 +364,34 @@ pub fn output(name: &str, command: &mut Command, limit: Duration) -> Option<Stri
     drop(proc);
     let text = reader.join().ok()?;
     status.filter(ExitStatus::success).map(|_| text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_of_a_live_process_is_read() {
+        let own = memory(std::process::id() as i32).unwrap();
+        assert!(own.rss > 0 && own.peak >= own.rss, "{own:?}");
+    }
+
+    #[test]
+    fn memory_of_a_process_that_is_gone_is_an_error_not_zero() {
+        // Above any pid_max (at most 2^22): no such process.
+        assert!(memory(i32::MAX).unwrap_err().contains("cannot read /proc/"));
+        // Exited and not reaped, as a crashed registry is until its guard is dropped.
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let zombie = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !zombie() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let gone = (zombie(), memory(pid));
+        child.wait().unwrap();
+        assert!(gone.0, "`true` did not exit within 10 s");
+        let gone = gone.1;
+        assert!(gone.unwrap_err().contains("has exited"));
+    }
 }
