@@ -15,7 +15,7 @@ pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 
-use service_registry::wire::Registration;
+use common::wire::Registration;
 use std::net::SocketAddr;
 
 /// The name the benchmark gives endpoint `i`: `PREFIX00042`.

@@ -13,7 +13,7 @@ use crate::route::{Listener, Route};
 use crate::state::Registry;
 use crate::store::Store;
 use crate::views::Views;
-use common::wire::DEFAULT_API;
+use common::wire::{ErrorBody, DEFAULT_API};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -139,7 +139,15 @@ fn limits(config: &Config, kind: Listener) -> tiny_http::Limits {
         // The UI listener takes no writes: a body there is only ever refused, so it need not
         // be buffered beyond what a mistaken client sends.
         max_body_bytes: if kind == Listener::Api { api::MAX_BODY_BYTES } else { UI_MAX_BODY_BYTES },
+        // Requests refused before they reach a handler (408, 413, 431, the connection cap's
+        // 503, ...) get the same `{"error": "..."}` body as every other answer.
+        error_body: json_error_body,
     }
+}
+
+fn json_error_body(_: tiny_http::StatusCode, message: &str) -> (Vec<u8>, &'static str) {
+    let body = serde_json::to_vec(&ErrorBody { error: message.into() }).unwrap_or_else(|_| b"{}".to_vec());
+    (body, reply::JSON)
 }
 
 /// Largest body the UI listener reads before answering its 405.

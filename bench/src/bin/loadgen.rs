@@ -17,7 +17,7 @@ use bench::args::{self, Args};
 use bench::drive::{self, Plan};
 use bench::http;
 use bench::stats::percentile;
-use service_registry::duration;
+use common::duration;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;

@@ -9,7 +9,7 @@ use crate::Options;
 use bench::http::{self, Client};
 use bench::stats::{human, median_max, size, thousands};
 use serde_json::Value;
-use service_registry::duration;
+use common::duration;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
