@@ -66,8 +66,9 @@ fmt-check: ## cargo fmt --all --check
 clippy: ## cargo clippy, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-cargo-test: ## cargo test --workspace
+cargo-test: ## cargo test --workspace, and the vendored tiny_http's own tests
 	cargo test --workspace
+	cargo test --manifest-path vendor/tiny_http/Cargo.toml
 
 validate: ## Validate the Kubernetes manifests (schema, selectors and ports, checkov)
 	scripts/validate-manifests.sh
