@@ -58,8 +58,7 @@ fn fifty_servers_are_back_and_passing_within_one_register_interval_after_a_sigki
     let restarted = Registry::start_at(&api.to_string(), &[]);
     let deadline = killed + INTERVAL + MARGIN;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let listed =
-        eventually(left(), || restarted.endpoints().filter(|l| l.len() >= SERVERS).map(|_| killed.elapsed()));
+    let listed = eventually(left(), || restarted.endpoints().filter(|l| l.len() >= SERVERS).map(|_| killed.elapsed()));
     let passing = eventually(left(), || all_passing(&restarted).map(|_| killed.elapsed()));
     eprintln!("after the kill: all listed in {listed:?}, all passing in {passing:?}");
     let records = restarted.endpoints().unwrap_or_default();
