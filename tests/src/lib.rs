@@ -282,12 +282,22 @@ pub fn get(url: &str) -> Option<(u16, String)> {
 pub fn outside_program(path: &str, package: &str) -> PathBuf {
     let path = PathBuf::from(path);
     assert!(
-        path.exists(),
+        is_executable(&path),
         "{} is missing: install the Debian package `{package}` (apt-get install {package}, or \
          scripts/install-test-deps.sh as root)",
         path.display()
     );
     path
+}
+
+/// A file that may be run: on Unix, one with an execute bit set.
+fn is_executable(path: &Path) -> bool {
+    let Ok(metadata) = std::fs::metadata(path) else { return false };
+    #[cfg(unix)]
+    let runnable = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o111 != 0;
+    #[cfg(not(unix))]
+    let runnable = true;
+    metadata.is_file() && runnable
 }
 
 /// A fresh directory under the system's temporary directory, removed with its contents on drop.
