@@ -1,15 +1,18 @@
-//! The registry's external contract (DESIGN.md, service-registry), checked over real sockets.
+//! The registry's external contract, as users and the seed's Go client see it (the API, its
+//! records and errors, health, the page), checked over real sockets.
 //!
 //! Every test starts its own registry in-process with `service::start` on `127.0.0.1:0` and
 //! talks to it as a user would: with an HTTP client (`ureq`), or with raw bytes where the exact
 //! request matters. Endpoints the checker probes are loopback listeners owned by the test, so
 //! nothing outside this machine is ever contacted. Every wait is a poll with a deadline.
 
+mod support;
+
 use serde_json::Value;
 use service_registry::access::WriteToken;
 use service_registry::checker::CheckConfig;
 use service_registry::health::Thresholds;
-use service_registry::service::{self, Config, Running};
+use service_registry::service::Config;
 use service_registry::wire::{Endpoint, Status};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -18,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use support::{agent, eventually, exchange, first_line, Answer, Registry};
 
 /// How often `eventually` looks again: well under the 100 ms check interval the tests use, so
 /// a state that lasts one interval is seen.
@@ -31,38 +35,17 @@ const RECORD_FIELDS: [&str; 8] =
 // Helpers: the registry under test, its answers, endpoints to probe, polling.
 // ---------------------------------------------------------------------------------------------
 
-/// Test settings: fast checks, the contract's default thresholds, no practical cap; anything
-/// else as the registry's defaults.
+/// Test settings: the shared ones (fast checks, the contract's default thresholds) with a 1 s
+/// check timeout and no practical cap.
 fn config() -> Config {
-    let mut config = Config { api: "127.0.0.1:0".into(), http: "127.0.0.1:0".into(), ..Config::default() };
-    config.check = CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(1), workers: 8 };
-    config.thresholds = Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) };
+    let mut config = support::config();
+    config.check.timeout = Duration::from_secs(1);
     config.max_endpoints = 100_000;
     config
 }
 
-/// A running registry and a client for it; stopped on drop, even when a test fails.
-struct Registry {
-    running: Option<Running>,
-    api: SocketAddr,
-    ui: SocketAddr,
-    agent: ureq::Agent,
-}
-
-/// One HTTP answer, read whole.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
+/// Requests through the registry's HTTP client ([`support::agent`]).
 impl Registry {
-    fn start(config: Config) -> Registry {
-        let running = service::start(&config).expect("the registry starts on 127.0.0.1:0");
-        let (api, ui) = (running.api_addr, running.ui_addr);
-        Registry { running: Some(running), api, ui, agent: agent() }
-    }
-
     fn request(&self, method: &str, addr: SocketAddr, path: &str, body: Option<&[u8]>) -> Answer {
         request(&self.agent, method, addr, path, body)
     }
@@ -110,7 +93,7 @@ impl Registry {
 
     /// Waits until `name` has `status`; returns the record then.
     fn wait_for(&self, name: &str, status: Status, within: Duration) -> Endpoint {
-        eventually(&format!("{name} to be {status}"), within, || self.record(name).filter(|e| e.status == status))
+        eventually(POLL, &format!("{name} to be {status}"), within, || self.record(name).filter(|e| e.status == status))
     }
 
     /// The watch index of `GET /endpoints`.
@@ -119,23 +102,6 @@ impl Registry {
         let index = answer.header("X-Registry-Index").expect("GET /endpoints carries X-Registry-Index");
         index.parse().unwrap_or_else(|_| panic!("X-Registry-Index is a number, not {index:?}"))
     }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.stop();
-        }
-    }
-}
-
-/// A client that treats every status code as data and never waits long.
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
 }
 
 fn request(agent: &ureq::Agent, method: &str, addr: SocketAddr, path: &str, body: Option<&[u8]>) -> Answer {
@@ -178,16 +144,10 @@ fn request_with(
     Answer { status: response.status().as_u16(), headers, body }
 }
 
+/// The contract's checks of an answer; each panics, naming what is wrong.
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
+    /// The body as JSON, after checking the Content-Type says so.
+    fn expect_json(&self) -> Value {
         let content_type = self.header("Content-Type").unwrap_or_default();
         assert!(content_type.starts_with("application/json"), "Content-Type {content_type:?}: {}", self.text());
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
@@ -195,7 +155,7 @@ impl Answer {
 
     /// The record in a 200 answer, after checking it has exactly the contract's fields.
     fn endpoint(&self) -> Endpoint {
-        let value = self.json();
+        let value = self.expect_json();
         let keys: Vec<&str> = value
             .as_object()
             .unwrap_or_else(|| panic!("a record is an object: {value}"))
@@ -214,8 +174,8 @@ impl Answer {
     }
 
     /// The sentence of an error answer, after checking the body is exactly `{"error": "..."}`.
-    fn error(&self) -> String {
-        let value = self.json();
+    fn expect_error(&self) -> String {
+        let value = self.expect_json();
         let object = value.as_object().unwrap_or_else(|| panic!("an error body is an object: {value}"));
         assert_eq!(object.len(), 1, "an error body has one key: {value}");
         let sentence =
@@ -237,18 +197,6 @@ fn is_rfc3339_utc(text: &str) -> bool {
             _ => b.is_ascii_digit(),
         });
     shape && !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Polls `check` until it gives a value, for at most `within`.
-fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up after {within:?} waiting for {what}");
-        thread::sleep(POLL);
-    }
 }
 
 /// A loopback HTTP endpoint that answers each connection with `reply(request line)`, one at a
@@ -364,43 +312,12 @@ fn refused_address() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// Sends `request` as raw bytes and reads one answer (status, headers, Content-Length body).
+/// Sends `request` as raw bytes and reads one answer, which must carry a Content-Length.
 fn raw(addr: SocketAddr, request: &[u8]) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.write_all(request).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status_line = lines.next().unwrap_or_default();
-            let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok());
-            let status = status.unwrap_or_else(|| panic!("status line {status_line:?}"));
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect();
-            let length: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .expect("the registry answers with a Content-Length");
-            if data.len() >= end + 4 + length {
-                let body = data[end + 4..end + 4 + length].to_vec();
-                return Answer { status, headers, body };
-            }
-        }
-        assert!(Instant::now() < deadline, "no whole answer within 5s: {:?}", String::from_utf8_lossy(&data));
-        match stream.read(&mut buf) {
-            Ok(0) => panic!("connection closed mid-answer: {:?}", String::from_utf8_lossy(&data)),
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("reading the answer: {e}: {:?}", String::from_utf8_lossy(&data)),
-        }
-    }
+    let answer = exchange(addr, request, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{}: no whole answer within 5s: {e}", first_line(request)));
+    assert!(answer.header("Content-Length").is_some(), "the registry answers with a Content-Length: {answer:?}");
+    answer
 }
 
 /// The JSON of a listing with every `LastCheck` value blanked: the only field a passing check
@@ -541,7 +458,7 @@ fn deregistering_answers_the_record_then_404() {
     assert_eq!(record.address, instance.addr.to_string());
     let again = registry.post("/deregister", br#"{"Name":"by-body"}"#);
     assert_eq!(again.status, 404, "{}", again.text());
-    assert!(again.error().contains("by-body"), "{}", again.text());
+    assert!(again.expect_error().contains("by-body"), "{}", again.text());
 
     let answer = registry.post("/deregister", br#"{"name":"by-lowercase-body"}"#);
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -553,7 +470,7 @@ fn deregistering_answers_the_record_then_404() {
     assert!(registry.record("by-delete").is_none());
     let again = registry.delete("/endpoints/by-delete");
     assert_eq!(again.status, 404, "{}", again.text());
-    assert!(again.error().contains("by-delete"), "{}", again.text());
+    assert!(again.expect_error().contains("by-delete"), "{}", again.text());
 
     for answer in [
         registry.post("/deregister", br#"{"Name":"never-registered"}"#),
@@ -561,7 +478,11 @@ fn deregistering_answers_the_record_then_404() {
         registry.get("/endpoints/never-registered"),
     ] {
         assert_eq!(answer.status, 404, "{}", answer.text());
-        assert!(answer.error().contains("never-registered"), "the error names what was not found: {}", answer.text());
+        assert!(
+            answer.expect_error().contains("never-registered"),
+            "the error names what was not found: {}",
+            answer.text()
+        );
     }
     assert_eq!(registry.names(""), ["stays"]);
 }
@@ -608,7 +529,7 @@ fn listing_is_sorted_filtered_and_indexed() {
     for query in ["?status=bogus", "?tag=web&status=bogus"] {
         let answer = registry.get(&format!("/endpoints{query}"));
         assert_eq!(answer.status, 400, "{query}: {}", answer.text());
-        assert!(answer.error().contains("status"), "{query}: {}", answer.text());
+        assert!(answer.expect_error().contains("status"), "{query}: {}", answer.text());
     }
 
     // One record: the same as in the listing.
@@ -643,10 +564,10 @@ fn the_ui_listener_reads_and_never_writes() {
     let list = registry.request("GET", ui, "/endpoints", None);
     assert_eq!(list.status, 200);
     let names: Vec<String> =
-        serde_json::from_value::<Vec<Endpoint>>(list.json()).unwrap().into_iter().map(|e| e.name).collect();
+        serde_json::from_value::<Vec<Endpoint>>(list.expect_json()).unwrap().into_iter().map(|e| e.name).collect();
     assert_eq!(names, ["ui-a"]);
     let passing = registry.request("GET", ui, "/endpoints?status=passing&tag=web", None);
-    assert_eq!(passing.json().as_array().map(Vec::len), Some(1));
+    assert_eq!(passing.expect_json().as_array().map(Vec::len), Some(1));
     let one = registry.request("GET", ui, "/endpoints/ui-a", None);
     assert_eq!((one.status, one.endpoint().name), (200, "ui-a".to_string()));
     assert_eq!(registry.request("GET", ui, "/endpoints/ui-b", None).status, 404);
@@ -666,7 +587,7 @@ fn the_ui_listener_reads_and_never_writes() {
         let allow = answer.header("Allow").unwrap_or_else(|| panic!("{method} {path}: 405 without Allow"));
         assert!(!allow.contains(method), "{method} {path}: Allow {allow:?} must not offer the refused method");
         assert!(allow.contains("GET"), "{method} {path}: Allow {allow:?}");
-        answer.error();
+        answer.expect_error();
     }
     assert_eq!(without_last_check(&registry.get("/endpoints").text()), before, "the UI listener changed the registry");
     assert_eq!(registry.index(), index);
@@ -736,7 +657,7 @@ fn bad_bodies_are_400_and_leave_every_record_untouched() {
         let shown = shown.get(..120).unwrap_or(&shown);
         let answer = registry.post("/register", body);
         assert_eq!(answer.status, 400, "{shown}: {}", answer.text());
-        let sentence = answer.error();
+        let sentence = answer.expect_error();
         assert!(
             sentence.to_lowercase().contains(&topic.to_lowercase()),
             "{shown}: the error should mention {topic:?}: {sentence:?}"
@@ -754,7 +675,7 @@ fn bad_bodies_are_400_and_leave_every_record_untouched() {
     for (body, topic) in deregistrations {
         let answer = registry.post("/deregister", body);
         assert_eq!(answer.status, 400, "{}: {}", String::from_utf8_lossy(body), answer.text());
-        assert!(answer.error().contains(topic), "{}: {}", String::from_utf8_lossy(body), answer.text());
+        assert!(answer.expect_error().contains(topic), "{}: {}", String::from_utf8_lossy(body), answer.text());
     }
 
     assert_eq!(without_last_check(&registry.get("/endpoints").text()), before, "a refused request changed a record");
@@ -791,7 +712,7 @@ fn dot_segment_names_are_refused() {
     for name in ["..", "."] {
         let answer = registry.post("/register", &registration(name, instance.addr, &[]));
         assert_eq!(answer.status, 400, "Name {name:?}: {}", answer.text());
-        assert!(answer.error().contains("Name"), "Name {name:?}: {}", answer.text());
+        assert!(answer.expect_error().contains("Name"), "Name {name:?}: {}", answer.text());
     }
     assert_eq!(registry.names(""), Vec::<String>::new());
     // Names that merely contain dots are fine.
@@ -816,7 +737,7 @@ fn bodies_over_64_kib_are_413() {
 
     let over = registry.post("/register", &padded("over-64-kib", limit + 1));
     assert_eq!(over.status, 413, "{}", over.text());
-    assert!(over.error().contains(&limit.to_string()), "the error says the limit: {}", over.text());
+    assert!(over.expect_error().contains(&limit.to_string()), "the error says the limit: {}", over.text());
 
     // Without a Content-Length the limit holds too.
     let body = padded("chunked-over", 100 * 1024);
@@ -833,7 +754,7 @@ fn bodies_over_64_kib_are_413() {
     request.extend_from_slice(b"0\r\n\r\n");
     let chunked = raw(registry.api, &request);
     assert_eq!(chunked.status, 413, "{}", chunked.text());
-    chunked.error();
+    chunked.expect_error();
 
     assert_eq!(registry.names(""), ["exactly-64-kib"]);
 }
@@ -844,7 +765,7 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     for path in ["/nope", "/endpoint", "/register/extra", "/v1/agent/service/register"] {
         let answer = registry.get(path);
         assert_eq!(answer.status, 404, "GET {path}: {}", answer.text());
-        answer.error();
+        answer.expect_error();
     }
     let cases = [
         ("GET", "/register", "POST"),
@@ -863,7 +784,7 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
         let allow = answer.header("Allow").unwrap_or_else(|| panic!("{method} {path}: 405 without Allow"));
         assert!(allow.contains(allowed), "{method} {path}: Allow {allow:?} lacks {allowed}");
         assert!(!allow.contains(method), "{method} {path}: Allow {allow:?} offers {method}");
-        answer.error();
+        answer.expect_error();
     }
     assert_eq!(registry.names(""), Vec::<String>::new());
 }
@@ -879,7 +800,7 @@ fn writes_need_the_token_when_one_is_configured() {
     for headers in refused {
         let answer = request_with(&registry.agent, "POST", api, "/register", Some(&body), headers);
         assert_eq!(answer.status, 401, "{headers:?}: {}", answer.text());
-        assert!(answer.error().to_lowercase().contains("token"), "{headers:?}: {}", answer.text());
+        assert!(answer.expect_error().to_lowercase().contains("token"), "{headers:?}: {}", answer.text());
     }
     assert!(registry.names("").is_empty(), "a refused write registered something");
 
@@ -896,7 +817,7 @@ fn writes_need_the_token_when_one_is_configured() {
     {
         let answer = registry.request(method, api, path, body);
         assert_eq!(answer.status, 401, "{method} {path} without the token: {}", answer.text());
-        answer.error();
+        answer.expect_error();
     }
     assert_eq!(registry.names(""), ["guarded"]);
     let answer = request_with(&registry.agent, "DELETE", api, "/endpoints/guarded", None, &good);
@@ -914,7 +835,7 @@ fn the_capacity_cap_refuses_new_names_only() {
     }
     let refused = registry.post("/register", &registration("cap-4", instance.addr, &[]));
     assert!(matches!(refused.status, 429 | 503), "a full registry answers 429 or 503, not {}", refused.status);
-    let sentence = refused.error();
+    let sentence = refused.expect_error();
     assert!(sentence.contains('3') && sentence.contains("limit"), "the error says the limit: {sentence:?}");
     assert!(registry.record("cap-4").is_none());
 
@@ -956,7 +877,7 @@ fn health_passes_fails_heals_and_expires() {
     // error given; critical at the threshold.
     instance.stop();
     let mut seen_failing_but_passing = false;
-    let critical = eventually("flaky to go critical", Duration::from_secs(3), || {
+    let critical = eventually(POLL, "flaky to go critical", Duration::from_secs(3), || {
         let record = registry.record("flaky").expect("not removed before it was critical");
         match record.status {
             Status::Passing if record.consecutive_failures > 0 => {
@@ -988,7 +909,7 @@ fn health_passes_fails_heals_and_expires() {
     let critical_at = Instant::now();
     let mut counts = vec![critical.consecutive_failures];
     let index = registry.index();
-    eventually("flaky to be removed", Duration::from_secs(3), || match registry.record("flaky") {
+    eventually(POLL, "flaky to be removed", Duration::from_secs(3), || match registry.record("flaky") {
         Some(record) => {
             assert_eq!(record.status, Status::Critical, "{record:?}");
             counts.push(record.consecutive_failures);
@@ -1019,9 +940,8 @@ fn a_stopped_registry_can_be_restarted_on_the_same_ports() {
         let started = Instant::now();
         drop(registry);
         assert!(started.elapsed() < Duration::from_secs(2), "stop took {:?}", started.elapsed());
-        let running = service::start(&same_ports)
+        registry = Registry::try_start(&same_ports)
             .unwrap_or_else(|e| panic!("round {round}: restarting on {api} and {ui} right after stop: {e}"));
-        registry = Registry { api: running.api_addr, ui: running.ui_addr, running: Some(running), agent: agent() };
     }
     assert_eq!((registry.api, registry.ui), (api, ui));
     assert_eq!(registry.request("GET", ui, "/healthz", None).status, 200);
@@ -1046,7 +966,7 @@ fn a_hung_endpoint_does_not_delay_a_dead_ones_detection() {
     assert!(detected < Duration::from_millis(500), "the dead endpoint took {detected:?} to go critical");
 
     // And it keeps being checked every interval while the hung probes wait for their timeout.
-    let rechecked = eventually("dead to be checked again and again", Duration::from_millis(1500), || {
+    let rechecked = eventually(POLL, "dead to be checked again and again", Duration::from_millis(1500), || {
         registry.record("dead").filter(|e| e.consecutive_failures >= 4)
     });
     assert_eq!(rechecked.status, Status::Critical);
@@ -1089,7 +1009,7 @@ fn a_thousand_endpoints_from_sixteen_threads_are_all_listed() {
     let distinct: BTreeSet<&str> = listed.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(distinct.len(), total);
     // Each was checked at once on registration: all pass well within one interval.
-    eventually("all 1000 to pass", Duration::from_secs(5), || {
+    eventually(POLL, "all 1000 to pass", Duration::from_secs(5), || {
         (registry.list("?status=passing").len() == total).then_some(())
     });
 }

@@ -1,11 +1,13 @@
 //! The `service-registry` command line: help, version, bad flags and fatal errors, as a user
 //! sees them.
 
-use std::process::Command;
+mod support;
 
+use support::shared;
+
+/// Runs the registry binary with `args`: exit code, stdout, stderr.
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_service-registry")).args(args).output().expect("runs");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    shared::run(env!("CARGO_BIN_EXE_service-registry"), args)
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! - parsing and validation never panic, whatever bytes or strings they are given (request
 //!   bodies, URLs, query strings, durations, CIDR ranges, command lines), and validation accepts
-//!   exactly what the contract (DESIGN.md) allows;
+//!   exactly the Names, Addresses and Tags that the rules written out below (`name_allowed`,
+//!   `address_allowed`, `tags_allowed`) allow;
 //! - the store, driven by random sequences of register / deregister / check results at random
 //!   times, always agrees with a small model written from the contract: one record per Name,
 //!   listings sorted, statuses moving as specified, removal only after being critical for
@@ -316,7 +317,7 @@ struct Modelled {
     critical_since: Option<Instant>,
 }
 
-/// The contract's health rules, written from DESIGN.md: one pass makes any endpoint passing; a
+/// The health rules, written independently of `health`: one pass makes any endpoint passing; a
 /// failure makes a pending or critical endpoint critical, a passing one only at
 /// `failures_before_critical` failures in a row; removal counts from the first critical moment.
 fn apply(m: &mut Modelled, pass: bool, why: &str, failures_before_critical: u32, now: Instant, wall: SystemTime) {

@@ -1,4 +1,4 @@
-//! Holding under attack and failure (issue 6): hostile and broken clients, the write token,
+//! Holding under attack and failure: hostile and broken clients, the write token,
 //! the probe allow-list, connection and size limits, and the eviction guard, all over real
 //! sockets on 127.0.0.1.
 //!
@@ -11,13 +11,15 @@
 //! The tests run one at a time ([`one_at_a_time`]): several measure time or count threads on a
 //! two-core machine, and one test's load must not become another's latency.
 
+mod support;
+
 use serde_json::Value;
 use service_registry::access::{ProbePolicy, WriteToken};
 use service_registry::checker::CheckConfig;
 use service_registry::cidr::Cidr;
 use service_registry::guard::GuardConfig;
 use service_registry::health::Thresholds;
-use service_registry::service::{self, Config, Running};
+use service_registry::service::Config;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
@@ -26,9 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use support::{config, eventually, exchange, first_line, http, http_raw, read_answer, Answer, Registry};
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: one test at a time, the registry under test, raw HTTP, endpoints to probe, polling.
+// Helpers: one test at a time, the registry's answers, endpoints to probe, captured warnings.
 // ---------------------------------------------------------------------------------------------
 
 /// Serializes the tests of this file (see the file's doc).
@@ -42,33 +45,11 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// failure in seconds rather than as a stuck test.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
-/// Test settings: checks every 100 ms, anything else as the registry's defaults.
-fn config() -> Config {
-    Config {
-        api: "127.0.0.1:0".into(),
-        http: "127.0.0.1:0".into(),
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_millis(500), workers: 8 },
-        thresholds: Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) },
-        ..Config::default()
-    }
-}
+/// How often `eventually` looks again.
+const POLL: Duration = Duration::from_millis(10);
 
-/// An in-process registry, stopped on drop even when a test fails.
-struct Registry {
-    running: Option<Running>,
-    api: SocketAddr,
-    ui: SocketAddr,
-    /// The write token [`Registry::register`] sends, if the registry wants one.
-    token: Option<String>,
-}
-
+/// Requests written as raw bytes, to the registry under test.
 impl Registry {
-    fn start(config: Config) -> Registry {
-        let running = service::start(&config).expect("the registry starts on 127.0.0.1:0");
-        let (api, ui) = (running.api_addr, running.ui_addr);
-        Registry { running: Some(running), api, ui, token: None }
-    }
-
     /// Sends raw `request` to the API listener; panics if nothing answers.
     fn call(&self, request: &[u8]) -> Answer {
         exchange(self.api, request, ANSWER_WITHIN).unwrap_or_else(|e| panic!("{}: {e}", first_line(request)))
@@ -106,7 +87,7 @@ impl Registry {
 
     /// Waits until `name` has `status`.
     fn wait_for(&self, name: &str, status: &str, within: Duration) {
-        eventually(&format!("{name} to be {status}"), within, || {
+        eventually(POLL, &format!("{name} to be {status}"), within, || {
             let answer = self.get(&format!("/endpoints/{name}"));
             (answer.status == 200 && answer.json()?["Status"] == status).then_some(())
         })
@@ -117,146 +98,6 @@ impl Registry {
         let answer = self.get("/healthz");
         assert_eq!(answer.status, 200, "GET /healthz: {}", answer.text());
         answer.json().and_then(|v| v["evictionHold"].as_bool()).expect("GET /healthz carries evictionHold")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.stop();
-        }
-    }
-}
-
-/// One HTTP answer, read whole.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then_some(value.trim())
-        })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    /// The sentence of an error answer: `Some` only for a JSON body `{"error": "..."}` with a
-    /// JSON content type, as the contract wants every error.
-    fn error(&self) -> Option<String> {
-        let json_type = self.header("Content-Type").is_some_and(|t| t.starts_with("application/json"));
-        let sentence = self.json()?.get("error")?.as_str()?.to_string();
-        (json_type && !sentence.is_empty()).then_some(sentence)
-    }
-}
-
-/// A request: `METHOD PATH HTTP/1.1`, a Host, `Connection: close`, `headers`, and the body
-/// with its `Content-Length` (always given for POST, so an empty body is explicit).
-fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    http_raw(format!("{method} {path} HTTP/1.1").as_bytes(), headers, body)
-}
-
-/// Like [`http`], with a request line of arbitrary bytes.
-fn http_raw(line: &[u8], headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = line.to_vec();
-    out.extend_from_slice(b"\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    if !body.is_empty() || line.starts_with(b"POST") {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
-}
-
-fn first_line(request: &[u8]) -> String {
-    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-    String::from_utf8_lossy(&line[..line.len().min(100)]).trim_end().to_string()
-}
-
-/// Sends `request` on a new connection and reads one answer within `within`.
-fn exchange(addr: SocketAddr, request: &[u8], within: Duration) -> Result<Answer, String> {
-    let deadline = Instant::now() + within;
-    let mut stream = TcpStream::connect_timeout(&addr, within).map_err(|e| format!("cannot connect: {e}"))?;
-    let _ = stream.set_write_timeout(Some(within));
-    // The server may answer and close before it has read everything (413, 431): a failed
-    // write is not the end of the exchange, the answer is.
-    let _ = stream.write_all(request);
-    read_answer(&mut stream, deadline)
-}
-
-/// Reads one answer from `stream` by `deadline`, skipping `100 Continue`.
-fn read_answer(stream: &mut TcpStream, deadline: Instant) -> Result<Answer, String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        if let Some(answer) = parse_answer(&mut buf, false) {
-            return Ok(answer);
-        }
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-            return Err(format!("no complete answer in time; got {:?}", String::from_utf8_lossy(&buf)));
-        };
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return parse_answer(&mut buf, true).ok_or_else(|| {
-                    format!("closed without a complete answer; got {:?}", String::from_utf8_lossy(&buf))
-                })
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-            Err(e) => {
-                return parse_answer(&mut buf, true)
-                    .ok_or_else(|| format!("{e} before a complete answer; got {:?}", String::from_utf8_lossy(&buf)))
-            }
-        }
-    }
-}
-
-/// A complete answer at the start of `buf`, if there is one; at `eof`, a body without a
-/// Content-Length ends there.
-fn parse_answer(buf: &mut Vec<u8>, eof: bool) -> Option<Answer> {
-    loop {
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        if status == 100 {
-            buf.drain(..end);
-            continue;
-        }
-        let answer = Answer { status, head, body: Vec::new() };
-        let length = answer.header("Content-Length").and_then(|l| l.parse::<usize>().ok());
-        let body = &buf[end..];
-        return match length {
-            Some(n) if body.len() >= n => Some(Answer { body: body[..n].to_vec(), ..answer }),
-            None if eof => Some(Answer { body: body.to_vec(), ..answer }),
-            _ => None,
-        };
-    }
-}
-
-/// Polls `check` every 10 ms until it returns `Some`, or panics after `within`.
-fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -298,7 +139,7 @@ impl Fleet {
         }
         // Two full sweeps of the serving thread after the change: every listener has seen it.
         let seen = self.sweeps.load(Ordering::SeqCst);
-        eventually("the fleet to apply a change", Duration::from_secs(2), || {
+        eventually(POLL, "the fleet to apply a change", Duration::from_secs(2), || {
             (self.sweeps.load(Ordering::SeqCst) >= seen + 2).then_some(())
         });
     }
@@ -788,7 +629,11 @@ fn writes_need_the_token_in_any_of_its_headers_and_reads_stay_open() {
         let answer = registry.call(request);
         assert_eq!(answer.status, 401, "{what}: {}", answer.text());
         assert!(answer.error().is_some(), "{what}: {}", answer.text());
-        assert!(answer.header("WWW-Authenticate").is_some_and(|v| v.starts_with("Bearer")), "{what}: {}", answer.head);
+        assert!(
+            answer.header("WWW-Authenticate").is_some_and(|v| v.starts_with("Bearer")),
+            "{what}: {:?}",
+            answer.headers
+        );
         assert_eq!(registry.snapshot(), before, "{what} changed the records");
     }
     // Reads need no token, on either listener.
@@ -1195,7 +1040,7 @@ fn a_connection_flood_beyond_the_cap_is_refused_at_once_and_service_resumes() {
         match answer {
             Ok(a) => {
                 assert_eq!(a.status, 503, "extra connection {i}: {}", a.text());
-                assert!(a.error().is_some() && a.header("Retry-After").is_some(), "{}{}", a.head, a.text());
+                assert!(a.error().is_some() && a.header("Retry-After").is_some(), "{:?} {}", a.headers, a.text());
             }
             Err(e) => assert!(e.contains("closed") || e.contains("reset"), "extra connection {i}: {e}"),
         }
@@ -1207,7 +1052,7 @@ fn a_connection_flood_beyond_the_cap_is_refused_at_once_and_service_resumes() {
     assert_eq!(ui.status, 200);
     drop(holders);
     let t0 = Instant::now();
-    eventually("the API to serve again", Duration::from_secs(3), || {
+    eventually(POLL, "the API to serve again", Duration::from_secs(3), || {
         exchange(registry.api, &http("GET", "/healthz", &[], b""), Duration::from_secs(1))
             .ok()
             .filter(|a| a.status == 200)
@@ -1347,7 +1192,7 @@ fn hundred(config: Config) -> (Registry, Fleet) {
     for (i, addr) in fleet.addrs.iter().enumerate() {
         registry.register(&format!("ep-{i:03}"), *addr, &[]);
     }
-    eventually("100 passing endpoints", Duration::from_secs(5), || {
+    eventually(POLL, "100 passing endpoints", Duration::from_secs(5), || {
         let records = registry.records();
         (records.len() == 100 && records.iter().all(|r| r["Status"] == "passing")).then_some(())
     });
@@ -1370,7 +1215,7 @@ fn sixty_of_a_hundred_stopping_at_once_are_held_then_released_by_time_then_remov
 
     let stopped = Instant::now();
     fleet.set(0..60, false);
-    let held = eventually("the hold", Duration::from_secs(2), || registry.holding().then(Instant::now));
+    let held = eventually(POLL, "the hold", Duration::from_secs(2), || registry.holding().then(Instant::now));
     eprintln!("held {:?} after 60 of 100 stopped", held - stopped);
     let page = registry.get("/");
     assert!(page.text().contains(r#"class="banner""#), "the page shows the hold: {}", page.text());
@@ -1406,7 +1251,7 @@ fn sixty_of_a_hundred_stopping_at_once_are_held_then_released_by_time_then_remov
     assert!(!registry.get("/").text().contains(r#"class="banner""#), "the banner is gone");
 
     // Released: the dead go at their next check; the living stay passing.
-    eventually("the 60 stopped to be removed", Duration::from_secs(3), || {
+    eventually(POLL, "the 60 stopped to be removed", Duration::from_secs(3), || {
         (registry.records().len() == 40).then_some(())
     });
     eprintln!("60 removed {:?} after the release", released.elapsed());
@@ -1429,16 +1274,16 @@ fn a_hold_releases_as_soon_as_most_pass_again_and_nothing_is_removed() {
     let _serial = one_at_a_time();
     let (registry, fleet) = hundred(guard_config(Duration::from_secs(30)));
     fleet.set(0..60, false);
-    let held = eventually("the hold", Duration::from_secs(2), || registry.holding().then(Instant::now));
+    let held = eventually(POLL, "the hold", Duration::from_secs(2), || registry.holding().then(Instant::now));
     // Past the 500 ms after which a critical endpoint would be removed.
     thread::sleep(Duration::from_millis(800));
     let records = registry.records();
     assert_eq!((records.len(), count(&records, "critical")), (100, 60), "held: all listed, the 60 critical");
     fleet.set(0..60, true);
     let back = Instant::now();
-    eventually("the hold to release", Duration::from_secs(2), || (!registry.holding()).then_some(()));
+    eventually(POLL, "the hold to release", Duration::from_secs(2), || (!registry.holding()).then_some(()));
     eprintln!("held {:?}; released {:?} after the 60 came back", back - held, back.elapsed());
-    eventually("all 100 passing again", Duration::from_secs(2), || {
+    eventually(POLL, "all 100 passing again", Duration::from_secs(2), || {
         let records = registry.records();
         (records.len() == 100 && count(&records, "passing") == 100).then_some(())
     });

@@ -1,11 +1,15 @@
 //! The `dynamic-port-server` command line: help, version and the retired GCE flag. The rest
 //! of its behaviour is tested end to end with the real registry in `tests/`.
 
-use std::process::Command;
+// The std-only helpers every crate's tests share; see that file for why it is included by path.
+// This binary runs commands and polls nothing.
+#[allow(dead_code)]
+#[path = "../../tests/src/shared.rs"]
+mod shared;
 
+/// Runs the server binary with `args`: exit code, stdout, stderr.
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dynamic-port-server")).args(args).output().expect("runs");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    shared::run(env!("CARGO_BIN_EXE_dynamic-port-server"), args)
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! binaries on loopback, read their logs, talk to them over HTTP, and clean up every process.
 //!
 //! Every wait here is bounded: [`eventually`] polls with a deadline and a fixed step.
+//!
+//! Helpers that need only `std` live in [`shared`], which the registry's and the server's
+//! tests include too.
+
+pub mod shared;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -9,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use common::wire::{Endpoint, Status};
 
@@ -28,17 +33,8 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+pub fn eventually<T>(timeout: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
+    shared::poll(Duration::from_millis(20), timeout, check)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
@@ -280,21 +276,28 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((status, response.body_mut().read_to_string().ok()?))
 }
 
-/// A program from a Debian package that some tests drive (Prometheus, Chromium), or `None`
-/// when it is missing and the test should be skipped. Under CI (`CI` set) a missing program
-/// fails the test instead, naming the package to install: a skip there would hide a gap.
-pub fn outside_program(path: &str, package: &str) -> Option<PathBuf> {
+/// A program from a Debian package that some tests drive (Prometheus, Chromium). A missing
+/// program fails the test, naming the package to install: a test never passes by skipping.
+/// `make test` installs them first (scripts/install-test-deps.sh).
+pub fn outside_program(path: &str, package: &str) -> PathBuf {
     let path = PathBuf::from(path);
-    if path.exists() {
-        return Some(path);
-    }
-    let hint =
-        format!("{} is missing: install the Debian package `{package}` (apt-get install {package})", path.display());
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{hint}");
-    }
-    eprintln!("\n!!!!! SKIPPED: {hint}; this test proves nothing here (with CI set it fails instead)\n");
-    None
+    assert!(
+        is_executable(&path),
+        "{} is missing: install the Debian package `{package}` (apt-get install {package}, or \
+         scripts/install-test-deps.sh as root)",
+        path.display()
+    );
+    path
+}
+
+/// A file that may be run: on Unix, one with an execute bit set.
+fn is_executable(path: &Path) -> bool {
+    let Ok(metadata) = std::fs::metadata(path) else { return false };
+    #[cfg(unix)]
+    let runnable = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o111 != 0;
+    #[cfg(not(unix))]
+    let runnable = true;
+    metadata.is_file() && runnable
 }
 
 /// A fresh directory under the system's temporary directory, removed with its contents on drop.
@@ -366,4 +369,15 @@ pub fn get_answer(url: &str, timeout: Duration) -> Option<Answer> {
 pub fn post_json(url: &str, body: &serde_json::Value) -> Option<Answer> {
     let request = agent_with(Duration::from_secs(5)).post(url).header("Content-Type", "application/json");
     answer_of(request.send(body.to_string()).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "/nonexistent/prometheus is missing: install the Debian package `prometheus`")]
+    fn a_missing_outside_program_fails_the_test_naming_its_package() {
+        outside_program("/nonexistent/prometheus", "prometheus");
+    }
 }

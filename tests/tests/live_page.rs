@@ -6,8 +6,8 @@
 //! Loopback only. The browser gets a temporary profile and home, its session is deleted and
 //! chromedriver's whole process group (the browser with it) killed on every path.
 //!
-//! Without `/usr/bin/chromium` or `/usr/bin/chromedriver` these tests skip loudly, or fail when
-//! `CI` is set.
+//! Without `/usr/bin/chromium` or `/usr/bin/chromedriver` these tests fail, naming the package
+//! to install (`make test` installs both).
 
 use end_to_end::{eventually, free_port, get, outside_program, post_json, Process, Registry, Status, TempDir};
 use serde_json::{json, Value};
@@ -208,11 +208,11 @@ fn write_artifact(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-/// The programs, or `None` to skip.
-fn programs() -> Option<(PathBuf, PathBuf)> {
-    let chromium = outside_program("/usr/bin/chromium", "chromium")?;
-    let chromedriver = outside_program("/usr/bin/chromedriver", "chromium-driver")?;
-    Some((chromedriver, chromium))
+/// chromedriver and Chromium; a missing one fails the test.
+fn programs() -> (PathBuf, PathBuf) {
+    let chromium = outside_program("/usr/bin/chromium", "chromium");
+    let chromedriver = outside_program("/usr/bin/chromedriver", "chromium-driver");
+    (chromedriver, chromium)
 }
 
 /// What the page shows, read by a script, and whether the marker set before is still there
@@ -232,7 +232,7 @@ fn row_of<'a>(page: &'a Value, name: &str) -> Option<&'a str> {
 
 #[test]
 fn a_registration_after_the_page_loaded_appears_without_a_reload() {
-    let Some((chromedriver, chromium)) = programs() else { return };
+    let (chromedriver, chromium) = programs();
     let registry = Registry::start(&[]);
     registry.register_healthy("before-load", &["web"]);
     registry.wait_for("before-load", Status::Passing, GENEROUS);
@@ -285,7 +285,7 @@ fn a_registration_after_the_page_loaded_appears_without_a_reload() {
 /// The fallback: with JavaScript off, the `noscript` refresh (every 5 s) brings the row.
 #[test]
 fn without_javascript_the_page_refreshes_itself() {
-    let Some((chromedriver, chromium)) = programs() else { return };
+    let (chromedriver, chromium) = programs();
     let registry = Registry::start(&[]);
     let browser = Browser::start(&chromedriver, &chromium, false);
     browser.open(&format!("http://{}/", registry.ui));

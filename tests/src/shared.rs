@@ -1,0 +1,36 @@
+//! Test helpers that need nothing but `std`, shared by the tests of every crate in the
+//! workspace: polling with a deadline, and running a command line to completion.
+//!
+//! One copy, reached from three crates. The end-to-end crate has it as its module `shared`; the
+//! registry's and the server's test binaries include this very file with `#[path]`, because
+//! they cannot depend on the end-to-end crate: it depends on the registry, so a dev-dependency
+//! back would build the registry twice, and the server's tests would pull in all of this crate
+//! to run one command. Hence the rule for this file: `std` only.
+
+use std::ffi::OsStr;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Calls `check` every `every` until it returns `Some`, for at most `within`: that value, or
+/// `None` when `within` passed first. The last call is made at or after the deadline.
+pub fn poll<T>(every: Duration, within: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(every);
+    }
+}
+
+/// Runs `program` with `args` to its end, as a user at a shell would: the exit code (`None`
+/// when a signal ended it), stdout and stderr.
+pub fn run(program: impl AsRef<OsStr>, args: &[&str]) -> (Option<i32>, String, String) {
+    let program = program.as_ref();
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
