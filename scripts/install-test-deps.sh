@@ -7,6 +7,8 @@
 #   python3-venv       the pinned manifest validators' venv (scripts/install-tools.sh)
 #   chromium, chromium-driver   tests/tests/live_page.rs (a real headless browser)
 #   prometheus         tests/tests/prometheus.rs (prometheus and promtool)
+# and from rustup, added when missing: the musl target (make build, make images), rustfmt and
+# clippy (make fmt-check, make clippy).
 #
 # As root on a machine with apt-get it installs only the packages that are missing, so a second
 # run changes nothing. Otherwise it prints one line per missing program, naming its Debian
@@ -49,6 +51,19 @@ missing() {
     done
     python_ok || echo "python3-with-venv python3-venv"
 }
+
+# The Rust parts come from rustup, not apt: added as whoever runs this (rustup is per user).
+rust_parts() {
+    rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
+        rustup target add x86_64-unknown-linux-musl
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+}
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "install-test-deps: missing rustup: the musl target, rustfmt and clippy are added with it (https://rustup.rs)" >&2
+    exit 1
+fi
+rust_parts >&2 || { echo "install-test-deps: rustup could not add the musl target, rustfmt or clippy" >&2; exit 1; }
 
 lines=$(missing)
 if [[ -z $lines ]]; then

@@ -23,7 +23,10 @@ mod tests {
 
     #[test]
     fn escapes_every_character_that_could_open_markup_or_close_an_attribute() {
-        assert_eq!(escape(r#"<a href="x" title='y'>&</a>"#), "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x" title='y'>&</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
         assert_eq!(escape("web-1 ünïcode"), "web-1 ünïcode");
     }
 }

@@ -49,13 +49,7 @@ fn with_jitter(wait: Duration) -> Duration {
 /// 429 at once. It waits on the connection's own thread (requests are answered there), so a
 /// waiting query holds no thread of its own, stays within `-max-connections`, and no idle
 /// timer runs on its connection meanwhile.
-pub fn wait_then_answer(
-    registry: &Registry,
-    request: tiny_http::Request,
-    listener: Listener,
-    wait: Wait,
-    read: Read,
-) {
+pub fn wait_then_answer(registry: &Registry, request: tiny_http::Request, listener: Listener, wait: Wait, read: Read) {
     let waiters = &registry.metrics.waiters;
     if waiters.fetch_add(1, Ordering::AcqRel) >= registry.max_waiters as u64 {
         waiters.fetch_sub(1, Ordering::AcqRel);
@@ -91,6 +85,15 @@ mod tests {
         assert_eq!(requested(&pairs("index=7&wait=1h")), Ok(Some(Wait { seen: 7, wait: MAX_WAIT })));
         assert!(requested(&pairs("index=x")).unwrap_err().contains("index must be"));
         assert!(requested(&pairs("index=1&wait=5")).unwrap_err().contains("invalid duration"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_pairs_are_read_or_refused_without_panicking(
+            pairs in proptest::collection::vec(("index|wait|[a-z]{1,5}", ".{0,12}"), 0..6),
+        ) {
+            let _ = requested(&pairs);
+        }
     }
 
     #[test]

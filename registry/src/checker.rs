@@ -2,10 +2,10 @@
 //! pool of workers that probe. A hung endpoint holds one worker for one timeout and nothing
 //! else; the lock on the store is never held while a probe waits.
 
-use common::probe::Outcome;
 use crate::metrics::Metrics;
-use common::probe::probe;
 use crate::store::{Applied, CheckJob, Store};
+use common::probe::probe;
+use common::probe::Outcome;
 use common::wire::Status;
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;

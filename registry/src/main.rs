@@ -204,9 +204,7 @@ fn config(values: &Values) -> Result<Config, FlagError> {
         },
         max_endpoints: count("max-endpoints", DEFAULT_MAX_ENDPOINTS, 10_000_000)?,
         max_connections: count("max-connections", DEFAULT_MAX_CONNECTIONS, 100_000)?,
-        token: WriteToken::new(
-            values.parse_with("token-file", None, |p| token::read_file(p).map(Some))?.as_deref(),
-        ),
+        token: WriteToken::new(values.parse_with("token-file", None, |p| token::read_file(p).map(Some))?.as_deref()),
         probe_policy: ProbePolicy {
             allow: values
                 .get_all("allow-cidr")
@@ -298,4 +296,3 @@ mod tests {
         }
     }
 }
-

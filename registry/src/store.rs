@@ -4,11 +4,11 @@
 
 use crate::guard::{EvictionGuard, GuardConfig, GuardEvent, Hold};
 use crate::health::{Health, Thresholds};
+use crate::text;
+use common::clock;
 use common::probe::Outcome;
 use common::validate::Valid;
 use common::wire::{Endpoint, Status};
-use crate::text;
-use common::clock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};

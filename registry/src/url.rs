@@ -12,9 +12,11 @@ pub fn split(url: &str) -> (&str, &str) {
 /// a client that sent either is told so rather than having it read as something else.
 pub fn decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
-    let well_formed = bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
-        bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    });
+    let well_formed = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
     if !well_formed {
         return None;
     }
@@ -50,6 +52,44 @@ pub fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn encode_all(text: &str) -> String {
+        text.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics_and_round_trips(text in ".{0,40}", raw in "[%+a-zA-Z0-9&=]{0,40}") {
+            let _ = decode(&raw, true);
+            let _ = decode(&raw, false);
+            let _ = query_pairs(&raw);
+            let _ = split(&raw);
+            prop_assert_eq!(decode(&encode_all(&text), false), Some(text.clone()));
+            prop_assert_eq!(decode(&encode_all(&text), true), Some(text.clone()));
+            prop_assert_eq!(decode(&encode(&text), true), Some(text));
+        }
+
+        #[test]
+        fn an_escape_without_two_hex_digits_is_malformed(
+            before in "[a-z]{0,4}", bad in "[^0-9a-fA-F]", digit in "[0-9a-fA-F]", after in "[a-z]{0,4}",
+        ) {
+            // `%+1` and `%-f` among them: a sign is not a digit, whatever `from_str_radix` says.
+            for escape in [format!("%{bad}{digit}"), format!("%{digit}{bad}"), format!("%{bad}")] {
+                let text = format!("{before}{escape}{after}");
+                prop_assert_eq!(decode(&text, false), None, "{}", text);
+                prop_assert_eq!(decode(&text, true), None, "{}", text);
+            }
+        }
+
+        #[test]
+        fn query_pairs_round_trip(pairs in prop::collection::vec((".{0,8}", ".{0,8}"), 0..6)) {
+            let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode_all(k), encode_all(v))).collect();
+            prop_assert_eq!(query_pairs(&query.join("&")), Some(pairs.clone()));
+            let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+            prop_assert_eq!(query_pairs(&encoded.join("&")), Some(pairs));
+        }
+    }
 
     #[test]
     fn decodes_paths_and_queries() {

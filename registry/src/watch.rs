@@ -1,10 +1,10 @@
 //! `service-registry watch`: prints the endpoint table whenever it changes, holding a blocking
 //! query on the registry between changes. For people at a terminal and for scripts.
 
+use crate::url;
 use common::flags::{self, Command, Flag, FlagError};
 use common::wire::DEFAULT_API;
 use common::wire::{Endpoint, Status};
-use crate::url;
 use common::{clock, duration};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

@@ -1,19 +1,16 @@
 //! The registry's external contract, as users and the seed's Go client see it (the API, its
 //! records and errors, health, the page), checked over real sockets.
 //!
-//! Every test starts its own registry in-process with `service::start` on `127.0.0.1:0` and
+//! Every test starts its own registry in-process with `service_registry::start` on `127.0.0.1:0` and
 //! talks to it as a user would: with an HTTP client (`ureq`), or with raw bytes where the exact
 //! request matters. Endpoints the checker probes are loopback listeners owned by the test, so
 //! nothing outside this machine is ever contacted. Every wait is a poll with a deadline.
 
 mod support;
 
+use common::wire::{Endpoint, Status};
 use serde_json::Value;
-use service_registry::access::WriteToken;
-use service_registry::checker::CheckConfig;
-use service_registry::health::Thresholds;
-use service_registry::service::Config;
-use service_registry::wire::{Endpoint, Status};
+use service_registry::{CheckConfig, Config, Thresholds, WriteToken};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -651,6 +648,13 @@ fn bad_bodies_are_400_and_leave_every_record_untouched() {
         (format!(r#"{{"Name":"keep-a","Address":"{at}","Tags":["{long_tag}"]}}"#).into_bytes(), "tag"),
         (format!(r#"{{"Name":"keep-a","Address":"{at}","Tags":[""]}}"#).into_bytes(), "tag"),
         (invalid_utf8, "Tags"),
+        // A key given twice, in any case: a proxy that checked one Name must not register another.
+        (format!(r#"{{"Name":"keep-a","name":"keep-b","Address":"{at}"}}"#).into_bytes(), "Name is given twice"),
+        (
+            format!(r#"{{"Name":"keep-a","Address":"{at}","ADDRESS":"127.0.0.1:9"}}"#).into_bytes(),
+            "Address is given twice",
+        ),
+        (format!(r#"{{"Name":"keep-a","Address":"{at}","Tags":[],"tags":["x"]}}"#).into_bytes(), "Tags is given twice"),
     ];
     for (body, topic) in &cases {
         let shown = String::from_utf8_lossy(body);
@@ -665,12 +669,13 @@ fn bad_bodies_are_400_and_leave_every_record_untouched() {
         assert!(sentence.len() < 1024, "{shown}: the error quotes too much back: {} bytes", sentence.len());
     }
 
-    let deregistrations: [(&[u8], &str); 5] = [
+    let deregistrations: [(&[u8], &str); 6] = [
         (b"{", "JSON"),
         (b"", "empty"),
         (br#"{"Name":""}"#, "Name"),
         (br#"{"Name":"keep-a/../keep-b"}"#, "Name"),
         (br#"{"Name":7}"#, "Name"),
+        (br#"{"Name":"keep-a","NAME":"keep-b"}"#, "Name is given twice"),
     ];
     for (body, topic) in deregistrations {
         let answer = registry.post("/deregister", body);

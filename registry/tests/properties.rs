@@ -11,19 +11,15 @@
 //!   `deregister_critical_after`, and a watch index that never goes back and moves with every
 //!   change a watcher can see.
 
+use common::flags::{self, Command, Flag};
+use common::probe::Outcome;
+use common::validate::{self, Valid, MAX_NAME_BYTES};
+use common::wire::{Deregistration, Endpoint, Registration, Status};
+use common::{clock, duration};
 use proptest::prelude::*;
-use service_registry::access::ProbePolicy;
-use service_registry::cidr::Cidr;
-use service_registry::clock;
-use service_registry::duration;
-use service_registry::flags::{self, Command, Flag};
-use service_registry::guard::GuardConfig;
-use service_registry::health::{Outcome, Thresholds};
-use service_registry::store::{Applied, Change, CheckJob, Filter, Store, StoreError};
-use service_registry::url;
-use service_registry::validate::{self, Valid};
-use service_registry::wire::{Deregistration, Endpoint, Registration, Status};
-use service_registry::{blocking, validate::MAX_NAME_BYTES};
+use service_registry::{
+    Applied, Change, CheckJob, Cidr, Filter, GuardConfig, ProbePolicy, Store, StoreError, Thresholds,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -107,10 +103,6 @@ fn tag_lists() -> impl Strategy<Value = Vec<String>> {
 }
 
 /// Percent-encodes every byte, so that decoding must give back exactly `text`.
-fn encode_all(text: &str) -> String {
-    text.bytes().map(|b| format!("%{b:02X}")).collect()
-}
-
 /// A spec like the registry's own: values, a repeatable value, a switch.
 const SPEC: &[Flag] = &[
     Flag { name: "api", env: "T_API", value: "ADDR", default: "", help: "" },
@@ -194,23 +186,6 @@ proptest! {
                 prop_assert!(!why.is_empty() && why.len() < 400, "the sentence stays short: {} bytes", why.len());
             }
         }
-    }
-
-    #[test]
-    fn url_decoding_never_panics_and_round_trips(text in ".{0,40}", raw in "[%+a-zA-Z0-9&=]{0,40}") {
-        let _ = url::decode(&raw, true);
-        let _ = url::decode(&raw, false);
-        let _ = url::query_pairs(&raw);
-        let _ = url::split(&raw);
-        prop_assert_eq!(url::decode(&encode_all(&text), false), Some(text.clone()));
-        prop_assert_eq!(url::decode(&encode_all(&text), true), Some(text));
-    }
-
-    #[test]
-    fn query_pairs_round_trip(pairs in prop::collection::vec((".{0,8}", ".{0,8}"), 0..6)) {
-        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode_all(k), encode_all(v))).collect();
-        prop_assert_eq!(url::query_pairs(&query.join("&")), Some(pairs.clone()));
-        let _ = blocking::requested(&pairs);
     }
 
     #[test]

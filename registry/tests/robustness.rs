@@ -2,7 +2,7 @@
 //! the probe allow-list, connection and size limits, and the eviction guard, all over real
 //! sockets on 127.0.0.1.
 //!
-//! Most tests start the registry in-process with `service::start` on port 0; the slowloris test
+//! Most tests start the registry in-process with `service_registry::start` on port 0; the slowloris test
 //! runs the real binary so that it can count the registry's own threads in `/proc/PID/task`.
 //! Requests are written as raw bytes, because the attacks are about bytes no well-behaved client
 //! would send. Endpoints the checker probes are loopback listeners owned by the test. Every wait
@@ -14,12 +14,7 @@
 mod support;
 
 use serde_json::Value;
-use service_registry::access::{ProbePolicy, WriteToken};
-use service_registry::checker::CheckConfig;
-use service_registry::cidr::Cidr;
-use service_registry::guard::GuardConfig;
-use service_registry::health::Thresholds;
-use service_registry::service::Config;
+use service_registry::{CheckConfig, Cidr, Config, GuardConfig, ProbePolicy, Thresholds, WriteToken};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;

@@ -2,8 +2,8 @@
 //! what to fall back to when neither says.
 
 use common::flags::{self, Command, Flag, FlagError, Values};
-use common::wire::DEFAULT_API;
 use common::validate;
+use common::wire::DEFAULT_API;
 use common::{duration, token};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;

@@ -9,10 +9,10 @@ mod config;
 mod registration;
 mod web;
 
-use config::{Config, Mode};
 use common::probe::Outcome;
 use common::wire::Registration;
 use common::{flags, logging, probe, VERSION};
+use config::{Config, Mode};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::path::Path;

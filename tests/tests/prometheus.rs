@@ -151,7 +151,10 @@ fn prometheus_discovers_three_servers_through_the_registry_and_scrapes_them() {
     // The samples made it into Prometheus's storage with the relabelled names.
     let query = "count(dynamic_port_server_uptime_seconds{job=\"dynamic-ports\",instance_name=~\"prom-.\"})";
     let count = eventually(PROMETHEUS_PATIENCE, || {
-        let data = prometheus.api(&format!("query?query={}", percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)))?;
+        let data = prometheus.api(&format!(
+            "query?query={}",
+            percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
+        ))?;
         data["result"][0]["value"][1].as_str().filter(|v| *v == "3").map(str::to_string)
     });
     assert_eq!(count.as_deref(), Some("3"), "query {query}; Prometheus log:\n{}", prometheus.log());

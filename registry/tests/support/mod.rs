@@ -14,9 +14,7 @@
 pub mod shared;
 
 use serde_json::Value;
-use service_registry::checker::CheckConfig;
-use service_registry::health::Thresholds;
-use service_registry::service::{self, Config, Running, StartError};
+use service_registry::{CheckConfig, Config, Running, StartError, Thresholds};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -59,7 +57,7 @@ impl Registry {
     }
 
     pub fn try_start(config: &Config) -> Result<Registry, StartError> {
-        let running = service::start(config)?;
+        let running = service_registry::start(config)?;
         let (api, ui) = (running.api_addr, running.ui_addr);
         Ok(Registry { running: Some(running), api, ui, agent: agent(), token: None })
     }
