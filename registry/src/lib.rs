@@ -12,12 +12,13 @@
 //! api          routing and writes          -> blocking_query, reads, reply, route, state
 //! blocking_query  ?index=&wait= reads      -> reads, reply, state
 //! reads        listings, records, the page -> reply, state, views, store
-//! reply        answers on the wire         -> metrics, route
+//! reply        answers on the wire         -> metrics, route, text
 //! state        the shared Registry         -> store, checker, views, access, metrics
-//! checker      one probe per endpoint      -> store, health, metrics, common::probe
+//! checker      one probe per endpoint      -> store, metrics, common::probe
 //! views, page  cached renderings           -> store
-//! store        endpoints, the watch index  -> health, guard, common::wire
-//! health, guard, access, cidr, metrics, route, text, url: leaves
+//! store        endpoints, the watch index  -> health, guard, text, common::wire
+//! metrics      counters, by Route          -> route
+//! health, guard, access, cidr, route, text, url: leaves (access -> cidr)
 //! ```
 #![forbid(unsafe_code)]
 
