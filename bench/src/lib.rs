@@ -31,6 +31,8 @@ pub fn registration(prefix: &str, i: usize, port: u16) -> String {
         name: endpoint_name(prefix, i),
         address: format!("127.0.0.1:{port}"),
         tags: vec!["bench".into()],
+        // The seed's body, as the Go original takes it: no lease.
+        ttl: None,
     };
     serde_json::to_string(&body).expect("a struct of strings always serializes")
 }

@@ -1,8 +1,10 @@
 //! The rules a registration must meet before it reaches the store. Each refusal is a sentence
 //! that tells the caller what to fix.
 
+use crate::duration;
 use crate::wire::Registration;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 /// Longest Name: a DNS name's limit, since Names are usually pod names.
 pub const MAX_NAME_BYTES: usize = 253;
@@ -12,12 +14,20 @@ pub const MAX_TAGS: usize = 64;
 /// Longest tag: tags are labels, not documents.
 pub const MAX_TAG_BYTES: usize = 255;
 
-/// A registration that passed every rule, with its address parsed.
+/// Shortest lease: a renewal must be able to cross the network and be answered within it.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest lease: a day. Past that a lease no longer bounds how long a stranger can be listed
+/// on a dead instance's port, which is what it is for.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A registration that passed every rule, with its address and lease parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Valid {
     pub name: String,
     pub address: SocketAddr,
     pub tags: Vec<String>,
+    /// The lease, if the registration asked for one.
+    pub ttl: Option<Duration>,
 }
 
 /// Checks a Name (from a body or a URL path).
@@ -78,12 +88,23 @@ pub fn tags(tags: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a `TTL`: a Go duration from [`MIN_TTL`] to [`MAX_TTL`].
+pub fn ttl(text: &str) -> Result<Duration, String> {
+    let bounds = || format!("from {} to {}", duration::format(MIN_TTL), duration::format(MAX_TTL));
+    let ttl = duration::parse(text).map_err(|e| format!("TTL must be a duration {}, like \"30s\": {e}", bounds()))?;
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Err(format!("TTL must be {}, not {}", bounds(), clip(text)));
+    }
+    Ok(ttl)
+}
+
 /// Checks a whole registration.
 pub fn registration(reg: Registration) -> Result<Valid, String> {
     name(&reg.name)?;
     let address = address(&reg.address)?;
     tags(&reg.tags)?;
-    Ok(Valid { name: reg.name, address, tags: reg.tags })
+    let ttl = reg.ttl.as_deref().map(ttl).transpose()?;
+    Ok(Valid { name: reg.name, address, tags: reg.tags, ttl })
 }
 
 /// Shortens user input quoted back in an error, so a 60 KiB value does not come back whole.
@@ -99,7 +120,24 @@ mod tests {
     use super::*;
 
     fn reg(name: &str, address: &str, tags: &[&str]) -> Registration {
-        Registration { name: name.into(), address: address.into(), tags: tags.iter().map(|t| t.to_string()).collect() }
+        Registration {
+            name: name.into(),
+            address: address.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ttl: None,
+        }
+    }
+
+    fn leased(ttl: &str) -> Registration {
+        Registration { ttl: Some(ttl.into()), ..reg("a", "1.2.3.4:5", &[]) }
+    }
+
+    #[test]
+    fn a_ttl_is_a_lease_within_its_bounds() {
+        assert_eq!(registration(reg("a", "1.2.3.4:5", &[])).unwrap().ttl, None, "no TTL, no lease");
+        for (text, secs) in [("1s", 1), ("30s", 30), ("1m30s", 90), ("24h", 86_400)] {
+            assert_eq!(registration(leased(text)).unwrap().ttl, Some(Duration::from_secs(secs)), "{text}");
+        }
     }
 
     #[test]
@@ -139,6 +177,12 @@ mod tests {
             (reg("a", "1.2.3.4:5", &[&long_tag]), "1 to 255 bytes"),
             (reg("a", "1.2.3.4:5", &[""]), "1 to 255 bytes"),
             (reg("a", "1.2.3.4:5", &["a\nb"]), "control character"),
+            (leased("30"), "TTL must be a duration"),
+            (leased("thirty seconds"), "TTL must be a duration"),
+            (leased("0s"), "TTL must be from 1s to 24h0m0s, not 0s"),
+            (leased("999ms"), "TTL must be from 1s"),
+            (leased("25h"), "not 25h"),
+            (leased("-5s"), "TTL must be"),
         ];
         for (input, want) in cases {
             let err = registration(input.clone()).expect_err(&format!("{input:?}"));

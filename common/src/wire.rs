@@ -9,7 +9,12 @@ use std::fmt;
 /// look for it.
 pub const DEFAULT_API: &str = "127.0.0.1:10080";
 
-/// What an instance sends to `POST /register`: the seed's `{Name, Address, Tags}`.
+/// The header `dynamic-port-server` names itself in on every answer, so that a health check
+/// can tell the instance it registered from a stranger that took its port since.
+pub const INSTANCE_HEADER: &str = "X-Instance-Name";
+
+/// What an instance sends to `POST /register`: the seed's `{Name, Address, Tags}`, and an
+/// optional `TTL`: a lease that ends the record unless it is registered again in time.
 ///
 /// Decoding follows Go's `encoding/json`, which the seed's clients were written against: keys
 /// match case-insensitively (`name` works), unknown keys are ignored, and `Tags` may be absent
@@ -23,6 +28,9 @@ pub struct Registration {
     pub address: String,
     #[serde(rename = "Tags")]
     pub tags: Vec<String>,
+    /// A Go duration (`"30s"`); absent, the record has no lease (the seed's body).
+    #[serde(rename = "TTL", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 /// What `POST /deregister` takes: `{"Name": "..."}`, keys matched as for [`Registration`].
@@ -93,6 +101,10 @@ pub struct Endpoint {
     /// Why the last check failed; null when it passed.
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// RFC 3339, UTC: when the lease ends unless the instance registers again. Only on records
+    /// registered with a `TTL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// The body of every error answer: `{"error": "one clear sentence"}`.
@@ -108,6 +120,7 @@ impl<'de> Deserialize<'de> for Registration {
             name: body.name.unwrap_or_default(),
             address: body.address.unwrap_or_default(),
             tags: body.tags.unwrap_or_default(),
+            ttl: body.ttl,
         })
     }
 }
@@ -125,6 +138,7 @@ struct Body {
     name: Option<String>,
     address: Option<String>,
     tags: Option<Vec<String>>,
+    ttl: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +146,7 @@ enum Key {
     Name,
     Address,
     Tags,
+    Ttl,
     Other,
 }
 
@@ -150,6 +165,8 @@ impl<'de> Deserialize<'de> for Key {
                     Key::Address
                 } else if key.eq_ignore_ascii_case("tags") {
                     Key::Tags
+                } else if key.eq_ignore_ascii_case("ttl") {
+                    Key::Ttl
                 } else {
                     Key::Other
                 })
@@ -177,12 +194,13 @@ impl<'de> Visitor<'de> for BodyVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
         let mut body = Body::default();
-        let mut seen = [false; 3];
+        let mut seen = [false; 4];
         while let Some(key) = map.next_key::<Key>()? {
             let field = match key {
                 Key::Name => "Name",
                 Key::Address => "Address",
                 Key::Tags => "Tags",
+                Key::Ttl => "TTL",
                 Key::Other => {
                     map.next_value::<de::IgnoredAny>()?;
                     continue;
@@ -196,6 +214,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
                 Key::Name => body.name = map.next_value().map_err(named::<A::Error>(field))?,
                 Key::Address => body.address = map.next_value().map_err(named::<A::Error>(field))?,
                 Key::Tags => body.tags = map.next_value().map_err(named::<A::Error>(field))?,
+                Key::Ttl => body.ttl = map.next_value().map_err(named::<A::Error>(field))?,
                 Key::Other => unreachable!("skipped above"),
             }
         }
@@ -218,6 +237,7 @@ mod tests {
                 name: "dynamic-port-server-507527175-5bphp".into(),
                 address: "10.240.0.2:52238".into(),
                 tags: vec![],
+                ttl: None,
             }
         );
     }
@@ -235,6 +255,16 @@ mod tests {
             assert_eq!((reg.name.as_str(), reg.address.as_str()), (*name, *address), "{json}");
             assert_eq!(reg.tags, *tags, "{json}");
         }
+    }
+
+    #[test]
+    fn reads_ttl_in_any_case_and_names_it_when_it_is_not_a_string() {
+        let reg: Registration = serde_json::from_str(r#"{"Name":"a","Address":"1.2.3.4:5","ttl":"30s"}"#).unwrap();
+        assert_eq!(reg.ttl.as_deref(), Some("30s"));
+        let reg: Registration = serde_json::from_str(r#"{"Name":"a","Address":"1.2.3.4:5","TTL":null}"#).unwrap();
+        assert_eq!(reg.ttl, None);
+        let err = serde_json::from_str::<Registration>(r#"{"Name":"a","TTL":30}"#).unwrap_err();
+        assert!(err.to_string().starts_with("field TTL: invalid type: integer `30`"), "{err}");
     }
 
     #[test]
@@ -281,12 +311,18 @@ mod tests {
             last_check: None,
             last_error: None,
             consecutive_failures: 0,
+            expires_at: None,
         };
         assert_eq!(
             serde_json::to_string(&record).unwrap(),
             r#"{"Name":"a","Address":"10.0.0.1:80","Tags":["web"],"Status":"passing","RegisteredAt":"2017-02-03T20:37:38.000Z","LastCheck":null,"LastError":null,"ConsecutiveFailures":0}"#
         );
-        let reg = Registration { name: "a".into(), address: "10.0.0.1:80".into(), tags: vec![] };
+        let reg = Registration { name: "a".into(), address: "10.0.0.1:80".into(), tags: vec![], ttl: None };
         assert_eq!(serde_json::to_string(&reg).unwrap(), r#"{"Name":"a","Address":"10.0.0.1:80","Tags":[]}"#);
+        let leased = Registration { ttl: Some("30s".into()), ..reg };
+        assert_eq!(
+            serde_json::to_string(&leased).unwrap(),
+            r#"{"Name":"a","Address":"10.0.0.1:80","Tags":[],"TTL":"30s"}"#
+        );
     }
 }

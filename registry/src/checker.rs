@@ -3,7 +3,7 @@
 //! else; the lock on the store is never held while a probe waits.
 
 use crate::metrics::Metrics;
-use crate::store::{Applied, CheckJob, Store};
+use crate::store::{Applied, BeforeCheck, CheckJob, Store};
 use common::probe::probe;
 use common::probe::Outcome;
 use common::wire::Status;
@@ -166,11 +166,23 @@ fn work(
         let Ok(Ok(Work { job, due, first })) = next else { return };
         // Asked now, not when it was queued: a client that keeps moving a Name between hung
         // addresses must not keep workers busy with probes that no longer count.
-        if !store.is_current(&job) {
-            continue;
+        match store.before_check(&job, Instant::now()) {
+            BeforeCheck::Probe => {}
+            BeforeCheck::Stale => continue,
+            BeforeCheck::Expired { record, ttl } => {
+                let ttl = common::duration::format(ttl);
+                log::info!(
+                    "Removed {} at {}: not registered again within its TTL of {ttl}",
+                    record.name,
+                    record.address
+                );
+                metrics.lease_expiries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
         }
         let started = Instant::now();
-        let outcome = probe(job.address, timeout);
+        // The Name is what the instance must answer as: another name is a stranger on its port.
+        let outcome = probe(job.address, timeout, Some(&job.name));
         metrics.probe(outcome == Outcome::Pass, started.elapsed());
         log::debug!("probe {} at {}: {:?}", job.name, job.address, outcome);
         let applied = store.record_check(&job, &outcome, Instant::now(), SystemTime::now());
@@ -198,7 +210,8 @@ fn report(job: &CheckJob, outcome: &Outcome, applied: &Applied) {
         (Applied::Recorded { from: Status::Pending, to: Status::Passing }, _) => {
             log::info!("{} at {} is passing", job.name, job.address);
         }
-        (Applied::Recorded { from, to }, Outcome::Fail(why)) if from != to => {
+        (Applied::Recorded { from, to }, Outcome::Fail(_) | Outcome::Taken(_)) if from != to => {
+            let why = outcome.error().unwrap_or_default();
             log::warn!("{} at {} is {to} (was {from}): {why}", job.name, job.address);
         }
         (Applied::Recorded { from, to }, _) if from != to => {

@@ -40,25 +40,23 @@ impl Health {
     /// Applies one check result. One pass makes any endpoint passing. A failure makes a
     /// passing endpoint critical only after `failures_before_critical` in a row, so one lost
     /// packet does not take it out of rotation; an endpoint that has never passed goes critical
-    /// at its first failure, since it has never shown it can serve.
+    /// at its first failure, since it has never shown it can serve. An answer from another
+    /// instance is proof, not doubt: critical at once, whatever the threshold.
     pub fn after(&self, outcome: &Outcome, thresholds: &Thresholds, now: Instant) -> Health {
-        match outcome {
-            Outcome::Pass => {
-                Health { status: Status::Passing, consecutive_failures: 0, last_error: None, critical_since: None }
-            }
-            Outcome::Fail(why) => {
-                let failures = self.consecutive_failures.saturating_add(1);
-                let critical = match self.status {
-                    Status::Pending | Status::Critical => true,
-                    Status::Passing => failures >= thresholds.failures_before_critical.max(1),
-                };
-                Health {
-                    status: if critical { Status::Critical } else { Status::Passing },
-                    consecutive_failures: failures,
-                    last_error: Some(why.clone()),
-                    critical_since: if critical { self.critical_since.or(Some(now)) } else { None },
-                }
-            }
+        let Some(why) = outcome.error() else {
+            return Health { status: Status::Passing, consecutive_failures: 0, last_error: None, critical_since: None };
+        };
+        let failures = self.consecutive_failures.saturating_add(1);
+        let critical = match self.status {
+            _ if matches!(outcome, Outcome::Taken(_)) => true,
+            Status::Pending | Status::Critical => true,
+            Status::Passing => failures >= thresholds.failures_before_critical.max(1),
+        };
+        Health {
+            status: if critical { Status::Critical } else { Status::Passing },
+            consecutive_failures: failures,
+            last_error: Some(why),
+            critical_since: if critical { self.critical_since.or(Some(now)) } else { None },
         }
     }
 
@@ -78,6 +76,10 @@ mod tests {
         Outcome::Fail("connection refused".into())
     }
 
+    fn taken() -> Outcome {
+        Outcome::Taken("web-2".into())
+    }
+
     #[test]
     fn transitions_follow_the_contract() {
         let t = Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) };
@@ -91,6 +93,10 @@ mod tests {
             (Passing, 1, fail(), Critical, 2),
             (Critical, 2, fail(), Critical, 3),
             (Critical, 7, Outcome::Pass, Passing, 0),
+            // Another instance answered: critical at once, from any status.
+            (Passing, 0, taken(), Critical, 1),
+            (Pending, 0, taken(), Critical, 1),
+            (Critical, 3, taken(), Critical, 4),
         ];
         for (before, failures, outcome, want, want_failures) in table {
             let h = Health { status: before, consecutive_failures: failures, last_error: None, critical_since: None };

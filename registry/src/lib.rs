@@ -51,7 +51,7 @@ pub use startup::{
     start, Config, Running, StartError, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS,
 };
 /// The store on its own, for embedding and for its model-based tests.
-pub use store::{Applied, Change, CheckJob, Filter, Store, StoreError};
+pub use store::{Applied, BeforeCheck, Change, CheckJob, Filter, Store, StoreError};
 
 /// The version the registry reports.
 pub const VERSION: &str = common::VERSION;

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub registrations: AtomicU64,
     pub deregistrations: AtomicU64,
     pub removals: AtomicU64,
+    /// Endpoints removed because their lease ran out.
+    pub lease_expiries: AtomicU64,
     pub probes_passed: AtomicU64,
     pub probes_failed: AtomicU64,
     pub probe_duration: Histogram,
@@ -72,6 +74,7 @@ impl Default for Metrics {
             registrations: AtomicU64::new(0),
             deregistrations: AtomicU64::new(0),
             removals: AtomicU64::new(0),
+            lease_expiries: AtomicU64::new(0),
             probes_passed: AtomicU64::new(0),
             probes_failed: AtomicU64::new(0),
             probe_duration: Histogram::default(),
@@ -116,6 +119,11 @@ impl Metrics {
                 &self.deregistrations,
             ),
             ("service_registry_removals_total", "Endpoints removed after staying critical too long.", &self.removals),
+            (
+                "service_registry_lease_expiries_total",
+                "Endpoints removed because they were not registered again within their TTL.",
+                &self.lease_expiries,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));

@@ -109,6 +109,7 @@ mod tests {
             last_check: Some("2017-02-03T20:37:39.000Z".into()),
             last_error: error.map(str::to_string),
             consecutive_failures: 0,
+            expires_at: None,
         }
     }
 

@@ -12,7 +12,7 @@ use common::wire::{Endpoint, Status};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the checker needs to probe one endpoint, and to know whether its answer still applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,17 @@ pub struct Registered {
     pub change: Change,
     /// Set when the endpoint must be checked at once (new or moved).
     pub check_now: Option<CheckJob>,
+}
+
+/// What the checker should do with a due check, asked just before it probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeforeCheck {
+    /// The endpoint is registered as the job says: probe it.
+    Probe,
+    /// The endpoint is gone or was re-registered elsewhere: drop the job.
+    Stale,
+    /// Its lease ran out (not registered again within its TTL): removed now, here is its record.
+    Expired { record: Endpoint, ttl: Duration },
 }
 
 /// What a check result did to the registry.
@@ -93,6 +104,26 @@ struct Entry {
     last_error: Option<String>,
     generation: u64,
     critical_since: Option<Instant>,
+    /// Registered with a `TTL`: the record ends unless registered again within it.
+    lease: Option<Lease>,
+}
+
+/// A record's lease: how long each registration keeps it, and when the last one runs out.
+///
+/// Why leases and the instance header both exist: a dead server's port goes to the next process
+/// that binds one. If that is another of our servers, its answers name it and the first check
+/// fails with proof (`Outcome::Taken`). If it is any other process that answers 200, no check
+/// can tell; only the dead instance's silence can, and the lease is how the registry hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    ttl: Duration,
+    expires: Instant,
+}
+
+impl Lease {
+    fn starting(ttl: Option<Duration>, now: Instant) -> Option<Lease> {
+        ttl.map(|ttl| Lease { ttl, expires: now + ttl })
+    }
 }
 
 impl Entry {
@@ -116,6 +147,10 @@ impl Entry {
             last_check: self.last_check.map(clock::rfc3339),
             last_error: self.last_error,
             consecutive_failures: self.consecutive_failures,
+            expires_at: self.lease.map(|lease| {
+                let left = lease.expires.saturating_duration_since(Instant::now());
+                clock::rfc3339(SystemTime::now() + left)
+            }),
         }
     }
 
@@ -203,15 +238,20 @@ impl Store {
     /// Registers or re-registers an endpoint. A known Name at the same Address keeps its
     /// health (the server re-registers every few seconds; that must not reset it); at a new
     /// Address it starts again as pending.
+    /// A registration with a `TTL` starts or renews the record's lease; one without ends it.
     pub fn register(&self, valid: Valid, now: SystemTime) -> Result<Registered, StoreError> {
-        let Valid { name, address, tags } = valid;
+        let Valid { name, address, tags, ttl } = valid;
+        let lease = Lease::starting(ttl, Instant::now());
         let (copy, change, check_now) = {
             let mut guard = self.lock();
             let state = &mut *guard;
             match state.entries.get_mut(&name) {
                 Some(entry) if entry.address == address => {
-                    let changed = entry.tags != tags;
+                    // A renewed lease is no news to watchers; a lease that starts, ends or
+                    // changes its TTL is.
+                    let changed = entry.tags != tags || entry.lease.map(|l| l.ttl) != ttl;
                     entry.tags = tags;
+                    entry.lease = lease;
                     let copy = entry.clone();
                     if changed {
                         self.touched(state, true);
@@ -235,6 +275,7 @@ impl Store {
                         last_error: None,
                         generation,
                         critical_since: None,
+                        lease,
                     };
                     let job = CheckJob { name: name.clone(), address, generation };
                     let copy = entry.clone();
@@ -301,6 +342,27 @@ impl Store {
         self.lock().entries.get(&job.name).is_some_and(|e| e.generation == job.generation)
     }
 
+    /// Asked just before a probe: whether the job still applies, and whether the endpoint's
+    /// lease ran out, in which case it is removed here, whatever its checks said. Every
+    /// endpoint is checked once an interval, so a lease ends at most one interval late. While
+    /// the eviction guard holds removals, leases are held too: an unreachable registry misses
+    /// renewals as surely as it fails checks.
+    pub fn before_check(&self, job: &CheckJob, now: Instant) -> BeforeCheck {
+        let mut state = self.lock();
+        let Some(entry) = state.entries.get(&job.name).filter(|e| e.generation == job.generation) else {
+            return BeforeCheck::Stale;
+        };
+        let Some(lease) = entry.lease.filter(|lease| now >= lease.expires) else { return BeforeCheck::Probe };
+        if state.guard.hold(now).is_some() {
+            return BeforeCheck::Probe;
+        }
+        let Some(removed) = state.entries.remove(&job.name) else { return BeforeCheck::Stale };
+        state.count(Some(removed.status), None);
+        self.touched(&mut state, true);
+        drop(state);
+        BeforeCheck::Expired { record: removed.record(job.name.clone()), ttl: lease.ttl }
+    }
+
     /// Records a check result, applying the health rules; removes the endpoint if it has been
     /// critical too long.
     pub fn record_check(&self, job: &CheckJob, outcome: &Outcome, now: Instant, wall: SystemTime) -> Applied {
@@ -311,7 +373,10 @@ impl Store {
         let before = entry.health();
         let after = before.after(outcome, &self.thresholds, now);
         let passing = state.counts[Status::Passing.index()];
-        let guard_event = state.guard.observe(before.status, *outcome == Outcome::Pass, passing, now);
+        // An answer from another instance is a failure of this registration, not of the
+        // network: the guard counts it as an answer.
+        let answered = !matches!(outcome, Outcome::Fail(_));
+        let guard_event = state.guard.observe(before.status, answered, passing, now);
         if let Some(event) = guard_event {
             log_guard(&event);
             // The page shows the hold, so its start and end are changes.
@@ -385,7 +450,12 @@ mod tests {
             name: name.into(),
             address: address.parse().unwrap(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            ttl: None,
         }
+    }
+
+    fn leased(name: &str, ttl_secs: u64) -> Valid {
+        Valid { ttl: Some(Duration::from_secs(ttl_secs)), ..valid(name, "10.0.0.1:80", &[]) }
     }
 
     fn store() -> Store {
@@ -394,6 +464,78 @@ mod tests {
             3,
             GuardConfig::default(),
         )
+    }
+
+    #[test]
+    fn a_lease_ends_the_record_unless_it_is_registered_again_in_time() {
+        let s = store();
+        let job = s.register(leased("a", 10), SystemTime::now()).unwrap().check_now.unwrap();
+        s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
+        assert!(s.get("a").unwrap().expires_at.is_some(), "a leased record says when it ends");
+        assert_eq!(s.before_check(&job, Instant::now() + Duration::from_secs(9)), BeforeCheck::Probe);
+
+        let renewed = s.register(leased("a", 10), SystemTime::now()).unwrap();
+        assert_eq!(renewed.change, Change::Renewed);
+        assert_eq!(renewed.record.status, Status::Passing, "a renewal keeps the health");
+        let index = s.index();
+        match s.before_check(&job, Instant::now() + Duration::from_secs(10)) {
+            BeforeCheck::Expired { record, ttl } => {
+                assert_eq!((record.name.as_str(), ttl), ("a", Duration::from_secs(10)));
+            }
+            other => panic!("the lease should have ended: {other:?}"),
+        }
+        assert!(s.get("a").is_none(), "removed whatever its checks said");
+        assert_eq!(s.counts(), [0, 0, 0]);
+        assert!(s.index() > index, "watchers see the removal");
+        assert_eq!(s.before_check(&job, Instant::now()), BeforeCheck::Stale);
+    }
+
+    #[test]
+    fn a_registration_without_ttl_has_no_lease_and_ends_one() {
+        let s = store();
+        let job = s.register(valid("plain", "10.0.0.1:80", &[]), SystemTime::now()).unwrap().check_now.unwrap();
+        assert_eq!(s.get("plain").unwrap().expires_at, None);
+        assert_eq!(s.before_check(&job, Instant::now() + Duration::from_secs(86_400 * 365)), BeforeCheck::Probe);
+
+        let job = s.register(leased("a", 5), SystemTime::now()).unwrap().check_now.unwrap();
+        let index = s.index();
+        s.register(valid("a", "10.0.0.1:80", &[]), SystemTime::now()).unwrap();
+        assert!(s.index() > index, "a lease that ends is news to watchers");
+        assert_eq!(s.get("a").unwrap().expires_at, None);
+        assert_eq!(s.before_check(&job, Instant::now() + Duration::from_secs(60)), BeforeCheck::Probe);
+    }
+
+    #[test]
+    fn leases_are_held_while_the_eviction_guard_holds_removals() {
+        let window = Duration::from_secs(1);
+        let s = Store::new(Thresholds::default(), 100, GuardConfig { share: 0.5, window, ..GuardConfig::default() });
+        let jobs: Vec<CheckJob> = (0..20)
+            .map(|i| s.register(leased(&format!("e{i}"), 1), SystemTime::now()).unwrap().check_now.unwrap())
+            .collect();
+        let now = Instant::now();
+        for job in &jobs {
+            s.record_check(job, &Outcome::Pass, now, SystemTime::now());
+        }
+        for job in &jobs {
+            s.record_check(job, &Outcome::Fail("timed out".into()), now, SystemTime::now());
+        }
+        // The guard judges a window when the next one opens.
+        s.record_check(&jobs[0], &Outcome::Fail("timed out".into()), now + window, SystemTime::now());
+        assert!(s.eviction_hold().is_some(), "every passing endpoint failing at once starts a hold");
+        let later = now + window + Duration::from_secs(5);
+        assert_eq!(s.before_check(&jobs[0], later), BeforeCheck::Probe, "no lease ends during a hold");
+        assert_eq!(s.len(), 20);
+    }
+
+    #[test]
+    fn an_answer_from_another_instance_makes_a_passing_record_critical_at_once() {
+        let s = store();
+        let job = s.register(valid("web-1", "10.0.0.1:80", &[]), SystemTime::now()).unwrap().check_now.unwrap();
+        s.record_check(&job, &Outcome::Pass, Instant::now(), SystemTime::now());
+        let applied = s.record_check(&job, &Outcome::Taken("web-2".into()), Instant::now(), SystemTime::now());
+        assert_eq!(applied, Applied::Recorded { from: Status::Passing, to: Status::Critical });
+        let record = s.get("web-1").unwrap();
+        assert!(record.last_error.unwrap().contains("\"web-2\""), "LastError names who holds the address now");
     }
 
     #[test]

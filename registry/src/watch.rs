@@ -230,6 +230,7 @@ mod tests {
             last_check: Some("2017-02-03T20:37:38.000Z".into()),
             last_error: error.map(str::to_string),
             consecutive_failures: 0,
+            expires_at: None,
         };
         let mut out = Vec::new();
         print_table(&mut out, 7, &[e("a", Status::Passing, None), e("longer-name", Status::Critical, Some("refused"))])

@@ -173,7 +173,7 @@ proptest! {
         let body = serde_json::json!({keys[0]: name, keys[1]: address, keys[2]: tags, "Extra": {"x": [1, null]}});
         let decoded: Registration = serde_json::from_slice(body.to_string().as_bytes())
             .map_err(|e| TestCaseError::fail(format!("a well-formed body failed to decode: {e}")))?;
-        prop_assert_eq!(&decoded, &Registration { name: name.clone(), address: address.clone(), tags: tags.clone() });
+        prop_assert_eq!(&decoded, &Registration { name: name.clone(), address: address.clone(), tags: tags.clone(), ttl: None });
         let allowed = name_allowed(&name) && address_allowed(&address) && tags_allowed(&tags);
         match validate::registration(decoded) {
             Ok(valid) => {
@@ -340,7 +340,7 @@ fn run(ops: &[Op], failures_before_critical: u32, guard: bool) -> Result<(), Tes
             Op::Register { name, address: a, tags } => {
                 let name = NAMES[*name].to_string();
                 let tags: Vec<String> = TAG_SETS[*tags].iter().map(|t| t.to_string()).collect();
-                let valid = Valid { name: name.clone(), address: address(*a), tags: tags.clone() };
+                let valid = Valid { name: name.clone(), address: address(*a), tags: tags.clone(), ttl: None };
                 let result = store.register(valid, wall);
                 match model.get_mut(&name) {
                     Some(m) if m.job.address == address(*a) => {
@@ -373,6 +373,7 @@ fn run(ops: &[Op], failures_before_critical: u32, guard: bool) -> Result<(), Tes
                             last_check: None,
                             last_error: None,
                             consecutive_failures: 0,
+                            expires_at: None,
                         };
                         prop_assert_eq!(&registered.record, &record);
                         jobs.push(job.clone());

@@ -49,6 +49,13 @@ pub const SPEC: &[Flag] = &[
         help: "re-register this often, so a restarted registry learns of this instance",
     },
     Flag {
+        name: "register-ttl",
+        env: "DPS_REGISTER_TTL",
+        value: "DURATION",
+        default: "3 x -register-interval",
+        help: "the lease sent with each registration: the registry drops this instance if not renewed within it",
+    },
+    Flag {
         name: "port-file",
         env: "DPS_PORT_FILE",
         value: "PATH",
@@ -86,6 +93,8 @@ pub struct Config {
     pub bind_ip: IpAddr,
     pub tags: Vec<String>,
     pub register_interval: Duration,
+    /// The `TTL` sent with every registration.
+    pub register_ttl: Duration,
     pub port_file: Option<PathBuf>,
     /// The registry's write token, read from `-token-file`.
     pub token: Option<String>,
@@ -178,6 +187,19 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
     validate::tags(&tags).map_err(|why| invalid("tags", values.get("tags").unwrap_or(""), &why))?;
     let register_interval =
         values.parse_with("register-interval", Duration::from_secs(10), duration::parse_positive)?;
+    // Three renewals fit in a lease, so one lost renewal (or two) does not end it.
+    let default_ttl = (register_interval * 3).clamp(validate::MIN_TTL, validate::MAX_TTL);
+    let register_ttl = values.parse_with("register-ttl", default_ttl, validate::ttl)?;
+    if register_ttl <= register_interval {
+        return Err(invalid(
+            "register-ttl",
+            &duration::format(register_ttl),
+            &format!(
+                "must be longer than -register-interval ({}), or the lease ends between two renewals",
+                duration::format(register_interval)
+            ),
+        ));
+    }
     Ok(Config {
         registry,
         name,
@@ -186,6 +208,7 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
         bind_ip,
         tags,
         register_interval,
+        register_ttl,
         port_file: values.get("port-file").map(PathBuf::from),
         token: values.parse_with("token-file", None, |p| token::read_file(p).map(Some))?,
     })
@@ -268,6 +291,16 @@ mod tests {
         assert_eq!(c.registry, "127.0.0.1:10080");
         assert_eq!((c.name, c.advertised_ip, c.port_range), (None, None, None));
         assert_eq!(c.register_interval, Duration::from_secs(10));
+        assert_eq!(c.register_ttl, Duration::from_secs(30), "three register intervals");
+    }
+
+    #[test]
+    fn the_ttl_follows_the_interval_unless_given() {
+        assert_eq!(serve(&["-register-interval=2s"], &[]).register_ttl, Duration::from_secs(6));
+        assert_eq!(serve(&["-register-interval=100ms"], &[]).register_ttl, Duration::from_secs(1), "at least 1s");
+        assert_eq!(serve(&["-register-ttl=45s"], &[]).register_ttl, Duration::from_secs(45));
+        let env = [("DPS_REGISTER_TTL", "1m")];
+        assert_eq!(serve(&[], &env).register_ttl, Duration::from_secs(60));
     }
 
     #[test]
@@ -288,6 +321,10 @@ mod tests {
             (&["-service-registry=nohost"], "for -service-registry"),
             (&["-service-instance-name=a/b"], "for -service-instance-name"),
             (&["-register-interval=0s"], "must be more than 0"),
+            (&["-register-ttl=10s"], "must be longer than -register-interval (10s)"),
+            (&["-register-interval=5s", "-register-ttl=4s"], "must be longer than -register-interval"),
+            (&["-register-ttl=500ms"], "TTL must be from 1s"),
+            (&["-register-ttl=2d"], "for -register-ttl"),
             (&["-register-instance-external-ip"], "-register-instance-external-ip is not supported"),
             (&["-bogus"], "unknown flag -bogus"),
             (&["serve"], "unexpected argument"),

@@ -11,7 +11,7 @@ mod web;
 
 use common::probe::Outcome;
 use common::wire::Registration;
-use common::{flags, logging, probe, VERSION};
+use common::{duration, flags, logging, probe, VERSION};
 use config::{Config, Mode};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::net::SocketAddr;
@@ -83,9 +83,10 @@ fn healthcheck(port_file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match probe::probe(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)) {
+    match probe::probe(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1), None) {
         Outcome::Pass => ExitCode::SUCCESS,
-        Outcome::Fail(why) => {
+        failed => {
+            let why = failed.error().unwrap_or_default();
             eprintln!("dynamic-port-server: /healthz on port {port}: {why}");
             ExitCode::FAILURE
         }
@@ -131,7 +132,12 @@ fn serve(config: Config) -> Result<(), String> {
     }
 
     log::info!("Registering advertised endpoint [{advertised}]");
-    let registration = Registration { name: name.clone(), address: advertised.to_string(), tags: config.tags.clone() };
+    let registration = Registration {
+        name: name.clone(),
+        address: advertised.to_string(),
+        tags: config.tags.clone(),
+        ttl: Some(duration::format(config.register_ttl)),
+    };
     let client = Arc::new(registration::Client::new(&config.registry, config.token.as_deref()));
     let (stop_tx, stop_rx) = mpsc::channel();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();

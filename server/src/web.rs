@@ -2,6 +2,7 @@
 //! access-log line per request in the seed's format.
 
 use common::html::escape;
+use common::wire::INSTANCE_HEADER;
 use common::{clock, logging};
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -75,6 +76,9 @@ pub fn handle(instance: &Instance, request: Request) {
     instance.requests.count(route, status);
     let length = body.len();
     let mut headers: Vec<Header> = Header::from_bytes("Content-Type", content_type).into_iter().collect();
+    // Every answer names this instance, so the registry's probe can tell it from a stranger
+    // that takes its port after it dies.
+    headers.extend(Header::from_bytes(INSTANCE_HEADER, instance.name.as_bytes()));
     if status == 405 {
         headers.extend(Header::from_bytes("Allow", "GET, HEAD"));
     }
