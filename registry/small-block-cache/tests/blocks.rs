@@ -25,11 +25,12 @@ fn holds(block: *const u8, len: usize, seed: u8) -> bool {
 fn every_size_and_alignment_keeps_its_bytes_through_realloc() {
     let sizes: &[usize] = if cfg!(miri) {
         // Miri interprets every byte written: the class edges only.
-        &[1, 8, 16, 17, 512, 513, 1000]
+        &[1, 16, 17, 512, 513]
     } else {
         &[1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 255, 256, 257, 500, 511, 512, 513, 1000, 4096, 70_000]
     };
-    for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
+    let aligns: &[usize] = if cfg!(miri) { &[1, 16, 64] } else { &[1, 2, 4, 8, 16, 32, 64, 4096] };
+    for &align in aligns {
         for &size in sizes {
             for &new_size in sizes {
                 let layout = Layout::from_size_align(size, align).unwrap();
@@ -77,13 +78,20 @@ fn the_cache_keeps_at_most_its_budget() {
     // Twice the whole cache's budget under Miri, twenty times otherwise.
     let count = if cfg!(miri) { 1_000 } else { 10_000 };
     // SAFETY: each block is allocated and freed with the same layout.
-    let blocks: Vec<usize> = (0..count).map(|_| unsafe { ALLOCATOR.alloc(layout) } as usize).collect();
+    let blocks: Vec<*mut u8> = (0..count).map(|_| unsafe { ALLOCATOR.alloc(layout) }).collect();
     for block in blocks {
-        unsafe { ALLOCATOR.dealloc(block as *mut u8, layout) };
+        unsafe { ALLOCATOR.dealloc(block, layout) };
     }
     let held = cached_bytes();
     assert!(held <= SHARDS * SHARD_BUDGET, "the cache holds {held} bytes, over {}", SHARDS * SHARD_BUDGET);
 }
+
+/// A block handed to another thread: a pointer, not an address, so that Miri can follow its
+/// provenance.
+struct Block(*mut u8);
+
+// SAFETY: the test hands each block to exactly one thread at a time.
+unsafe impl Send for Block {}
 
 /// Eight threads allocate, stamp, check and free blocks of every cached size and some larger
 /// ones, and pass a share of them to a neighbour to be checked and freed there.
@@ -91,8 +99,8 @@ fn the_cache_keeps_at_most_its_budget() {
 fn threads_never_get_each_others_live_blocks() {
     const THREADS: usize = 8;
     // Miri interprets every step and switches threads often: far fewer rounds find as much.
-    const ROUNDS: usize = if cfg!(miri) { 300 } else { 20_000 };
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| channel::<(usize, usize, u8)>()).unzip();
+    const ROUNDS: usize = if cfg!(miri) { 100 } else { 20_000 };
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| channel::<(Block, usize, u8)>()).unzip();
     let handles: Vec<_> = receivers
         .into_iter()
         .enumerate()
@@ -106,31 +114,31 @@ fn threads_never_get_each_others_live_blocks() {
                     seed ^= seed << 5;
                     seed as usize
                 };
-                let mut live: Vec<(usize, usize, u8)> = Vec::new();
+                let mut live: Vec<(Block, usize, u8)> = Vec::new();
                 for round in 0..ROUNDS {
                     let size = if random() % 16 == 0 { 513 + random() % 4000 } else { 1 + random() % MAX_CACHED };
                     let stamp = (round as u8) ^ (me as u8).wrapping_mul(31);
                     // SAFETY: freed below with the same layout.
                     let block = unsafe { ALLOCATOR.alloc(Layout::from_size_align(size, 8).unwrap()) };
                     fill(block, size, stamp);
-                    live.push((block as usize, size, stamp));
+                    live.push((Block(block), size, stamp));
                     if live.len() > 64 || random() % 3 == 0 {
                         let (block, size, stamp) = live.swap_remove(random() % live.len());
-                        assert!(holds(block as *const u8, size, stamp), "thread {me}: a live block changed");
+                        assert!(holds(block.0, size, stamp), "thread {me}: a live block changed");
                         if random() % 4 == 0 {
                             let _ = neighbour.send((block, size, stamp));
                         } else {
-                            unsafe { ALLOCATOR.dealloc(block as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+                            unsafe { ALLOCATOR.dealloc(block.0, Layout::from_size_align(size, 8).unwrap()) };
                         }
                     }
                     while let Ok((block, size, stamp)) = inbox.try_recv() {
-                        assert!(holds(block as *const u8, size, stamp), "thread {me}: a passed block changed");
-                        unsafe { ALLOCATOR.dealloc(block as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+                        assert!(holds(block.0, size, stamp), "thread {me}: a passed block changed");
+                        unsafe { ALLOCATOR.dealloc(block.0, Layout::from_size_align(size, 8).unwrap()) };
                     }
                 }
                 for (block, size, stamp) in live {
-                    assert!(holds(block as *const u8, size, stamp), "thread {me}: a live block changed");
-                    unsafe { ALLOCATOR.dealloc(block as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+                    assert!(holds(block.0, size, stamp), "thread {me}: a live block changed");
+                    unsafe { ALLOCATOR.dealloc(block.0, Layout::from_size_align(size, 8).unwrap()) };
                 }
                 inbox
             })
@@ -141,8 +149,8 @@ fn threads_never_get_each_others_live_blocks() {
     for inbox in inboxes {
         // Blocks sent after their receiver finished its rounds.
         while let Ok((block, size, stamp)) = inbox.try_recv() {
-            assert!(holds(block as *const u8, size, stamp), "a passed block changed");
-            unsafe { ALLOCATOR.dealloc(block as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+            assert!(holds(block.0, size, stamp), "a passed block changed");
+            unsafe { ALLOCATOR.dealloc(block.0, Layout::from_size_align(size, 8).unwrap()) };
         }
     }
 }
