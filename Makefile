@@ -111,20 +111,12 @@ push: ## Push both images (set IMAGE_PREFIX to your registry, e.g. ghcr.io/me/)
 	$(ENGINE) push $(REGISTRY_IMAGE)
 	$(ENGINE) push $(SERVER_IMAGE)
 
-# With IMAGE_PREFIX set, the image names in deployments/ get that prefix on the way to kubectl.
-deploy: ## kubectl create the token Secret (if missing), the Services, then deployments/
-	@$(KUBECTL) get secret service-registry-token >/dev/null 2>&1 || { \
-		echo "creating the Secret service-registry-token with a random write token"; \
-		head -c 32 /dev/urandom | base64 | tr -d '\n' | $(KUBECTL) create secret generic service-registry-token --from-file=token=/dev/stdin; }
-	$(KUBECTL) create -f services/
-	$(call render_deployments) | $(KUBECTL) create -f -
+# Image names come from kustomize (IMAGE_PREFIX and VERSION set them); see scripts/deploy.sh.
+deploy: ## The token Secret (if missing), the registry and its Services, then the servers
+	KUBECTL="$(KUBECTL)" IMAGE_PREFIX="$(IMAGE_PREFIX)" VERSION="$(VERSION)" scripts/deploy.sh deploy
 
-undeploy: ## kubectl delete what deploy created
-	$(call render_deployments) | $(KUBECTL) delete --ignore-not-found -f -
-	$(KUBECTL) delete --ignore-not-found -f services/
-
-render_deployments = for f in deployments/*.yaml; do \
-	echo "---"; sed -E 's\#^( +image: )(service-registry|dynamic-port-server):\#\1$(IMAGE_PREFIX)\2:\#' "$$f"; done
+undeploy: ## Delete what deploy created (the Secret stays)
+	KUBECTL="$(KUBECTL)" IMAGE_PREFIX="$(IMAGE_PREFIX)" VERSION="$(VERSION)" scripts/deploy.sh undeploy
 
 demo: ## Run a registry and three servers locally (loopback) until Ctrl-C
 	scripts/demo.sh

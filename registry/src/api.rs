@@ -10,6 +10,7 @@ use crate::store::{Change, Filter, StoreError};
 use crate::url;
 use common::validate::{self, clip};
 use common::wire::{Deregistration, Registration, Status};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 use tiny_http::{Method, Request};
@@ -40,14 +41,15 @@ pub fn route(registry: &Registry, listener: Listener, request: &mut Request) -> 
     let reply = match Route::of(path) {
         Route::Healthz if read => {
             let hold = registry.store.eviction_hold().is_some();
-            Reply::json(200, &serde_json::json!({"status": "ok", "evictionHold": hold}))
+            let warming = registry.store.warming().is_some();
+            Reply::json(200, &serde_json::json!({"status": "ok", "evictionHold": hold, "warming": warming}))
         }
         Route::Metrics if read => {
             let text = registry.metrics.render(registry.store.counts());
             Reply { status: 200, content_type: METRICS, headers: Vec::new(), body: Body::Owned(text.into_bytes()) }
         }
         Route::ServiceDiscovery if read => match filter(&pairs) {
-            Ok(filter) => Reply::json(200, &sd_targets(registry, filter)),
+            Ok(filter) => reads::with_warming(Reply::json(200, &sd_targets(registry, filter)), registry),
             Err(reply) => reply,
         },
         Route::Page if read => return blocking_read(registry, &pairs, Read::Page),
@@ -94,10 +96,14 @@ fn read_only() -> Reply {
 }
 
 /// Runs a write that takes a JSON body: token first, then the body, then `handler`.
-fn write(registry: &Registry, request: &mut Request, handler: fn(&Registry, &[u8]) -> Result<Reply, Reply>) -> Reply {
+/// A write's handler: the body, and where the request came from (for the log).
+type WriteHandler = fn(&Registry, &[u8], Option<SocketAddr>) -> Result<Reply, Reply>;
+
+fn write(registry: &Registry, request: &mut Request, handler: WriteHandler) -> Reply {
+    let from = request.remote_addr().copied();
     authorize(registry, request)
         .map(|()| read_body(request))
-        .and_then(|body| handler(registry, &body))
+        .and_then(|body| handler(registry, &body, from))
         .unwrap_or_else(|e| e)
 }
 
@@ -190,7 +196,7 @@ fn body_error(e: &serde_json::Error, example: &str) -> Reply {
 
 const REGISTER_EXAMPLE: &str = r#"{"Name": "pod-abc", "Address": "10.240.0.2:52238", "Tags": ["web"]}"#;
 
-fn register(registry: &Registry, body: &[u8]) -> Result<Reply, Reply> {
+fn register(registry: &Registry, body: &[u8], from: Option<SocketAddr>) -> Result<Reply, Reply> {
     let registration: Registration = serde_json::from_slice(body).map_err(|e| body_error(&e, REGISTER_EXAMPLE))?;
     let valid = validate::registration(registration).map_err(|why| Reply::error(400, why))?;
     registry.probe_policy.check(valid.address.ip()).map_err(|why| Reply::error(403, why))?;
@@ -202,8 +208,11 @@ fn register(registry: &Registry, body: &[u8]) -> Result<Reply, Reply> {
     })?;
     let record = &registered.record;
     match registered.change {
-        Change::Created => log::info!("Registered {} at {}", record.name, record.address),
-        Change::Moved => log::info!("Registered {} at {} (moved)", record.name, record.address),
+        // The source is what a NetworkPolicy or firewall in front of the API must admit; it is
+        // often not the Address (kube-proxy rewrites a hostNetwork pod's source to the node's
+        // pod-network address on many clusters).
+        Change::Created => log::info!("Registered {} at {} (from {})", record.name, record.address, source(from)),
+        Change::Moved => log::info!("Registered {} at {} (moved; from {})", record.name, record.address, source(from)),
         Change::Renewed => log::debug!("Renewed {} at {}", record.name, record.address),
     }
     registry.metrics.registrations.fetch_add(1, Relaxed);
@@ -213,7 +222,12 @@ fn register(registry: &Registry, body: &[u8]) -> Result<Reply, Reply> {
     Ok(Reply::json(200, record))
 }
 
-fn deregister_body(registry: &Registry, body: &[u8]) -> Result<Reply, Reply> {
+/// The IP a request came from, for the log.
+fn source(from: Option<SocketAddr>) -> String {
+    from.map_or_else(|| "-".to_string(), |a| a.ip().to_string())
+}
+
+fn deregister_body(registry: &Registry, body: &[u8], _from: Option<SocketAddr>) -> Result<Reply, Reply> {
     let request: Deregistration = serde_json::from_slice(body).map_err(|e| body_error(&e, r#"{"Name": "pod-abc"}"#))?;
     validate::name(&request.name).map_err(|why| Reply::error(400, why))?;
     Ok(deregister(registry, &request.name))

@@ -49,6 +49,7 @@ pub use guard::GuardConfig;
 pub use health::Thresholds;
 pub use startup::{
     start, Config, Running, StartError, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_WAITERS,
+    DEFAULT_WARM_UP,
 };
 /// The store on its own, for embedding and for its model-based tests.
 pub use store::{Applied, BeforeCheck, Change, CheckJob, Filter, Store, StoreError};

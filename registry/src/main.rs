@@ -90,6 +90,13 @@ const SPEC: &[Flag] = &[
         help: "blocking queries (?index=) waiting at once; the next is answered 429",
     },
     Flag {
+        name: "warm-up",
+        env: "REGISTRY_WARM_UP",
+        value: "DURATION",
+        default: "15s",
+        help: "after start, say the list may be incomplete and remove nothing (servers' register interval + margin; 0s: none)",
+    },
+    Flag {
         name: "token-file",
         env: "REGISTRY_TOKEN_FILE",
         value: "PATH",
@@ -224,10 +231,11 @@ fn config(values: &Values) -> Result<Config, FlagError> {
                 _ => Err("must be a fraction from 0 to 1, like 0.5".to_string()),
             })?,
             max_hold: duration("eviction-guard-max-hold", defaults.guard.max_hold)?,
-            // The window is the check interval: service::start sets it.
+            // The window is the check interval: service_registry::start sets it.
             window: defaults.guard.window,
         },
         max_waiters: count("max-watchers", DEFAULT_MAX_WAITERS, 100_000)?,
+        warm_up: values.parse_with("warm-up", defaults.warm_up, duration::parse)?,
     })
 }
 
@@ -264,6 +272,12 @@ fn run(config: &Config) -> ExitCode {
         config.thresholds.failures_before_critical,
         duration::format(config.thresholds.deregister_critical_after)
     );
+    if !config.warm_up.is_zero() {
+        log::info!(
+            "Warming up for {}: servers come back as they renew, so the list may be incomplete; nothing is removed until then",
+            duration::format(config.warm_up)
+        );
+    }
     let mut signals = signals;
     if let Some(signal) = signals.forever().next() {
         log::info!("Received signal {signal}, stopping");

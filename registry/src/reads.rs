@@ -6,6 +6,7 @@ use crate::reply::{Reply, HTML, JSON};
 use crate::route::Route;
 use crate::state::Registry;
 use crate::store::Filter;
+use std::time::Duration;
 
 /// A read to answer, now or once the store changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +27,23 @@ impl Read {
     }
 }
 
+/// The header that says a listing may be incomplete: the registry is warming up after a
+/// start, and this is how much of the warm-up is left.
+pub const WARMING_HEADER: &str = "X-Registry-Warming";
+
+/// Marks a listing taken while the registry warms up.
+pub fn with_warming(reply: Reply, registry: &Registry) -> Reply {
+    match registry.store.warming() {
+        Some(left) => {
+            reply.with_header(WARMING_HEADER, common::duration::format(Duration::from_secs(left.as_secs() + 1)))
+        }
+        None => reply,
+    }
+}
+
 /// Renders a read's answer, with the watch index it reflects.
 pub fn answer(registry: &Registry, read: &Read) -> Reply {
-    match read {
+    let reply = match read {
         Read::List(filter) => {
             let rendered = registry.views.endpoints(&registry.store, filter);
             Reply::shared(JSON, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
@@ -45,7 +60,8 @@ pub fn answer(registry: &Registry, read: &Read) -> Reply {
             }
             .with_header("X-Registry-Index", index.to_string())
         }
-    }
+    };
+    with_warming(reply, registry)
 }
 
 /// The answer for a Name that is not registered.

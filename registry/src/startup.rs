@@ -40,6 +40,8 @@ pub struct Config {
     pub guard: GuardConfig,
     /// `-max-watchers`: blocking queries waiting at once; each holds its connection's thread.
     pub max_waiters: usize,
+    /// `-warm-up`: how long after start the list may be incomplete (see `Store::warming_for`).
+    pub warm_up: Duration,
 }
 
 impl Default for Config {
@@ -55,9 +57,14 @@ impl Default for Config {
             probe_policy: ProbePolicy::default(),
             guard: GuardConfig::default(),
             max_waiters: DEFAULT_MAX_WAITERS,
+            warm_up: DEFAULT_WARM_UP,
         }
     }
 }
+
+/// Default warm-up: the servers' default register interval (10s), and room for a renewal that
+/// was retried or slow.
+pub const DEFAULT_WARM_UP: Duration = Duration::from_secs(15);
 
 /// Default cap on endpoints: ten times the largest fleet the benchmark runs, so a runaway
 /// client fills memory slowly enough to be noticed, not at once.
@@ -105,7 +112,9 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let api_listener = bind(&config.api, "-api")?;
     let ui_listener = bind(&config.http, "-http")?;
     let guard = GuardConfig { window: config.check.interval, ..config.guard };
-    let store = Arc::new(Store::new(config.thresholds, config.max_endpoints, guard));
+    let store = Arc::new(Store::new(config.thresholds, config.max_endpoints, guard).warming_for(config.warm_up));
+    end_warm_up_after(&store, config.warm_up)
+        .map_err(|source| StartError { what: "cannot start the warm-up timer".into(), source })?;
     let metrics = Arc::new(Metrics::default());
     let checker = Checker::start(store.clone(), config.check, metrics.clone())
         .map_err(|source| StartError { what: "cannot start the health checker".into(), source })?;
@@ -121,6 +130,20 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let api = serve(api_listener, Listener::Api, &registry, limits(config, Listener::Api))?;
     let ui = serve(ui_listener, Listener::Ui, &registry, limits(config, Listener::Ui))?;
     Ok(Running { api_addr: api.0, ui_addr: ui.0, registry, listeners: vec![api.1, ui.1] })
+}
+
+/// Says when the warm-up is over, to the log and to watchers.
+fn end_warm_up_after(store: &Arc<Store>, period: Duration) -> io::Result<()> {
+    if period.is_zero() {
+        return Ok(());
+    }
+    let store = store.clone();
+    std::thread::Builder::new().name("warm-up".into()).spawn(move || {
+        std::thread::sleep(period);
+        store.warm_up_over();
+        log::info!("Warm-up over: {} endpoints registered; the list is complete", store.len());
+    })?;
+    Ok(())
 }
 
 /// What one client connection may cost: bounded time for a request to arrive, bounded sizes,

@@ -198,6 +198,8 @@ pub struct Store {
     changed: Condvar,
     thresholds: Thresholds,
     max_endpoints: usize,
+    /// Until then the registry is warming up: see [`Store::warming_for`].
+    warm_until: Instant,
 }
 
 impl Store {
@@ -214,7 +216,39 @@ impl Store {
             next_generation: 0,
             closed: false,
         };
-        Store { state: Mutex::new(state), changed: Condvar::new(), thresholds, max_endpoints }
+        Store {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            thresholds,
+            max_endpoints,
+            warm_until: Instant::now(),
+        }
+    }
+
+    /// A store that is warming up for `period` from now. A registry starts empty, and its
+    /// servers come back as each renews, within one register interval: until then the list is
+    /// incomplete, readers are told so, and nothing that acts on absence removes anything
+    /// (neither a long-critical endpoint nor an ended lease).
+    pub fn warming_for(mut self, period: Duration) -> Store {
+        self.warm_until = Instant::now() + period;
+        self
+    }
+
+    /// How much of the warm-up is left, or `None` once it is over.
+    pub fn warming(&self) -> Option<Duration> {
+        Some(self.warm_until.saturating_duration_since(Instant::now())).filter(|left| !left.is_zero())
+    }
+
+    /// Ends the warm-up for watchers: the listings change (they no longer say "warming"), so
+    /// the index moves and blocking queries wake.
+    pub fn warm_up_over(&self) {
+        let mut state = self.lock();
+        self.touched(&mut state, true);
+    }
+
+    /// Whether removals are held now: during the warm-up, or while the eviction guard holds.
+    fn holding_removals(&self, state: &State, now: Instant) -> bool {
+        now < self.warm_until || state.guard.hold(now).is_some()
     }
 
     /// The eviction guard's hold, if one is in force.
@@ -345,15 +379,15 @@ impl Store {
     /// Asked just before a probe: whether the job still applies, and whether the endpoint's
     /// lease ran out, in which case it is removed here, whatever its checks said. Every
     /// endpoint is checked once an interval, so a lease ends at most one interval late. While
-    /// the eviction guard holds removals, leases are held too: an unreachable registry misses
-    /// renewals as surely as it fails checks.
+    /// removals are held (the warm-up, the eviction guard), leases are held too: an unreachable
+    /// registry misses renewals as surely as it fails checks.
     pub fn before_check(&self, job: &CheckJob, now: Instant) -> BeforeCheck {
         let mut state = self.lock();
         let Some(entry) = state.entries.get(&job.name).filter(|e| e.generation == job.generation) else {
             return BeforeCheck::Stale;
         };
         let Some(lease) = entry.lease.filter(|lease| now >= lease.expires) else { return BeforeCheck::Probe };
-        if state.guard.hold(now).is_some() {
+        if self.holding_removals(&state, now) {
             return BeforeCheck::Probe;
         }
         let Some(removed) = state.entries.remove(&job.name) else { return BeforeCheck::Stale };
@@ -382,7 +416,7 @@ impl Store {
             // The page shows the hold, so its start and end are changes.
             self.touched(&mut state, true);
         }
-        let holding = state.guard.hold(now).is_some();
+        let holding = self.holding_removals(&state, now);
         let Some(entry) = state.entries.get_mut(&job.name) else { return Applied::Stale };
         if after.expired(&self.thresholds, now) && !holding {
             state.entries.remove(&job.name);

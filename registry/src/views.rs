@@ -54,13 +54,19 @@ impl Views {
     pub fn page(&self, store: &Store) -> Rendered {
         self.cached(store, Key::Page, || {
             let snapshot = store.list(&Filter::default());
-            let banner = store.eviction_hold().map(|hold| {
+            let hold = store.eviction_hold().map(|hold| {
                 format!(
                     "Removals are on hold: {} of {} checks of passing endpoints failed together, so the registry \
                      suspects its own network. Critical endpoints stay listed until most of the {} pass again.",
                     hold.failed, hold.checked, hold.of
                 )
             });
+            let warming = store.warming().map(|_| {
+                "Warming up: this registry started moments ago, and servers come back as they renew, within their \
+                 register interval. The list may be incomplete until then, and nothing is removed."
+                    .to_string()
+            });
+            let banner = warming.or(hold);
             let html = page::render(&snapshot.records, snapshot.index, crate::VERSION, banner.as_deref());
             Rendered { index: snapshot.index, body: html.into_bytes().into() }
         })

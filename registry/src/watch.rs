@@ -1,6 +1,7 @@
 //! `service-registry watch`: prints the endpoint table whenever it changes, holding a blocking
 //! query on the registry between changes. For people at a terminal and for scripts.
 
+use crate::reads::WARMING_HEADER;
 use crate::url;
 use common::flags::{self, Command, Flag, FlagError};
 use common::wire::DEFAULT_API;
@@ -98,7 +99,7 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<(), String> {
     let mut seen: Option<u64> = None;
     // What was printed last, less LastCheck (which moves without the index): the index is the
     // whole registry's, so a filtered watch wakes for changes it does not show.
-    let mut shown: Option<Vec<Endpoint>> = None;
+    let mut shown: Option<(Vec<Endpoint>, bool)> = None;
     let mut failing = false;
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -111,16 +112,18 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<(), String> {
         // The registry may answer up to a sixteenth late (jitter); allow that and some.
         let patience = options.wait + options.wait / 16 + Duration::from_secs(10);
         match get(&options.registry, &path, patience) {
-            Ok((index, endpoints)) => {
+            Ok(Listing { index, endpoints, warming }) => {
                 if failing {
                     eprintln!("service-registry watch: reached the registry at {} again", options.registry);
                 }
                 (failing, backoff) = (false, Duration::from_millis(250));
+                // LastCheck and ExpiresAt move with every check and renewal, not with the index.
                 let visible: Vec<Endpoint> =
-                    endpoints.iter().cloned().map(|e| Endpoint { last_check: None, ..e }).collect();
-                if shown.as_ref() != Some(&visible) {
-                    print_table(out, index, &endpoints).map_err(|e| e.to_string())?;
-                    shown = Some(visible);
+                    endpoints.iter().cloned().map(|e| Endpoint { last_check: None, expires_at: None, ..e }).collect();
+                let now_shown = (visible, warming.is_some());
+                if shown.as_ref() != Some(&now_shown) {
+                    print_table(out, index, &endpoints, warming.as_deref()).map_err(|e| e.to_string())?;
+                    shown = Some(now_shown);
                 }
                 seen = Some(index);
                 if options.once {
@@ -142,8 +145,16 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<(), String> {
     }
 }
 
-/// GETs a listing: its watch index and records.
-fn get(registry: &str, path: &str, patience: Duration) -> Result<(u64, Vec<Endpoint>), String> {
+/// A listing as the registry answered it.
+struct Listing {
+    index: u64,
+    endpoints: Vec<Endpoint>,
+    /// The warm-up left, when the registry says the list may be incomplete.
+    warming: Option<String>,
+}
+
+/// GETs a listing: its watch index, records and warm-up.
+fn get(registry: &str, path: &str, patience: Duration) -> Result<Listing, String> {
     let fail = |e: io::Error| format!("cannot reach the registry at {registry}: {e}");
     let addr = registry.to_socket_addrs().map_err(fail)?.next().ok_or_else(|| format!("{registry} has no address"))?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fail)?;
@@ -166,18 +177,21 @@ fn get(registry: &str, path: &str, patience: Duration) -> Result<(u64, Vec<Endpo
     if status != "200" {
         return Err(format!("the registry answered {status}: {}", String::from_utf8_lossy(body).trim()));
     }
-    let index = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("X-Registry-Index"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    };
+    let index = header("X-Registry-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let warming = header(WARMING_HEADER).map(str::to_string);
     let endpoints = serde_json::from_slice(body).map_err(|e| format!("the registry's answer is not a listing: {e}"))?;
-    Ok((index, endpoints))
+    Ok(Listing { index, endpoints, warming })
 }
 
-/// Writes one table: a summary line, then a row per endpoint in aligned columns.
-pub fn print_table(out: &mut impl Write, index: u64, endpoints: &[Endpoint]) -> io::Result<()> {
+/// Writes one table: a summary line, then a row per endpoint in aligned columns. `warming`:
+/// the warm-up left, said under the summary (the list may be incomplete).
+pub fn print_table(out: &mut impl Write, index: u64, endpoints: &[Endpoint], warming: Option<&str>) -> io::Result<()> {
     let count = |s: Status| endpoints.iter().filter(|e| e.status == s).count();
     writeln!(
         out,
@@ -188,6 +202,9 @@ pub fn print_table(out: &mut impl Write, index: u64, endpoints: &[Endpoint]) -> 
         count(Status::Pending),
         count(Status::Critical)
     )?;
+    if let Some(left) = warming {
+        writeln!(out, "warming up ({left} left): the registry restarted; servers come back as they renew, so the list may be incomplete")?;
+    }
     let rows: Vec<[String; 5]> = endpoints
         .iter()
         .map(|e| {
@@ -233,14 +250,19 @@ mod tests {
             expires_at: None,
         };
         let mut out = Vec::new();
-        print_table(&mut out, 7, &[e("a", Status::Passing, None), e("longer-name", Status::Critical, Some("refused"))])
-            .unwrap();
+        let records = [e("a", Status::Passing, None), e("longer-name", Status::Critical, Some("refused"))];
+        print_table(&mut out, 7, &records, None).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].ends_with("index 7: 2 endpoints (1 passing, 0 pending, 1 critical)"), "{text}");
         assert_eq!(lines[1], "NAME         ADDRESS        STATUS    TAGS    LAST CHECK / ERROR");
         assert_eq!(lines[2], "a            10.0.0.1:8080  passing   web,eu  2017-02-03T20:37:38.000Z");
         assert_eq!(lines[3], "longer-name  10.0.0.1:8080  critical  web,eu  refused");
+
+        let mut out = Vec::new();
+        print_table(&mut out, 7, &records, Some("9s")).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().nth(1).unwrap().starts_with("warming up (9s left): "), "{text}");
     }
 
     #[test]

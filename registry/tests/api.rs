@@ -1067,3 +1067,43 @@ fn the_page_escapes_what_clients_sent_and_counts_statuses() {
         "the page does not refresh itself"
     );
 }
+
+#[test]
+fn a_started_registry_says_it_is_warming_up_and_removes_nothing_until_it_is_over() {
+    let warm_up = Duration::from_millis(1500);
+    let registry = Registry::start(Config {
+        warm_up,
+        thresholds: Thresholds { failures_before_critical: 1, deregister_critical_after: Duration::from_millis(100) },
+        ..config()
+    });
+    let started = Instant::now();
+    registry.register("dead", refused_address(), &[]);
+    registry.wait_for("dead", Status::Critical, Duration::from_secs(1));
+
+    let health = registry.get("/healthz").json().expect("JSON");
+    assert_eq!(health["warming"], true, "{health}");
+    let listing = registry.get("/endpoints");
+    let left = listing.header("X-Registry-Warming").expect("a listing says the registry is warming up");
+    assert!(left.ends_with('s'), "the warm-up left, as a duration: {left:?}");
+    assert!(registry.get("/endpoints/dead").header("X-Registry-Warming").is_some());
+    assert!(registry.get("/v1/sd").header("X-Registry-Warming").is_some());
+    let page = registry.get("/").text();
+    assert!(page.contains(r#"class="banner""#) && page.contains("Warming up"), "the page shows a banner");
+    let index = registry.index();
+
+    // Critical for far longer than -deregister-critical-after, but listed until the warm-up ends.
+    while started.elapsed() + Duration::from_millis(300) < warm_up {
+        assert!(registry.record("dead").is_some(), "removed {:?} into the warm-up", started.elapsed());
+        thread::sleep(Duration::from_millis(50));
+    }
+    eventually(POLL, "the warm-up to end and dead to be removed", Duration::from_secs(3), || {
+        registry.record("dead").is_none().then_some(())
+    });
+    assert!(started.elapsed() >= warm_up, "removed before the warm-up ended");
+    let health = registry.get("/healthz").json().expect("JSON");
+    assert_eq!(health["warming"], false, "{health}");
+    let listing = registry.get("/endpoints");
+    assert_eq!(listing.header("X-Registry-Warming"), None);
+    assert!(!registry.get("/").text().contains("Warming up"), "the banner is gone");
+    assert!(registry.index() > index, "watchers are woken when the warm-up ends");
+}

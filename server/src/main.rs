@@ -6,6 +6,7 @@
 mod advertise;
 mod bind;
 mod config;
+mod port_file;
 mod registration;
 mod web;
 
@@ -99,11 +100,15 @@ fn serve(config: Config) -> Result<(), String> {
     // Install signal handling before anything can be registered, so no stop is ever missed.
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    if let Some(path) = &config.port_file {
+        port_file::clear(path)
+            .map_err(|e| format!("cannot remove the last run's port file {} (-port-file): {e}", path.display()))?;
+    }
     let listener = bind::bind(config.bind_ip, config.port_range.as_ref()).map_err(|e| e.to_string())?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     log::info!("Listening on {bound}");
     if let Some(path) = &config.port_file {
-        std::fs::write(path, format!("{}\n", bound.port()))
+        port_file::write(path, bound.port())
             .map_err(|e| format!("cannot write the port to {} (-port-file): {e}", path.display()))?;
     }
     let ip = match config.advertised_ip {

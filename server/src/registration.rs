@@ -75,7 +75,23 @@ impl Client {
 enum State {
     Starting,
     Registered,
-    Failing(String),
+    Failing { why: String, registered_before: bool },
+}
+
+/// What a successful registration says, given where the loop stood. The first success is news,
+/// also after refusals (a fresh deploy is refused until kube-proxy has programmed the
+/// registry's Service); a success after a lost registration is good news, said once; a renewal
+/// is routine. None of these is a warning.
+fn success_line(state: &State, name: &str, registry: &str) -> (log::Level, String) {
+    match state {
+        State::Starting | State::Failing { registered_before: false, .. } => {
+            (log::Level::Info, format!("Registered {name} with the registry at {registry}"))
+        }
+        State::Failing { registered_before: true, .. } => {
+            (log::Level::Info, format!("Registered {name} with the registry at {registry} again"))
+        }
+        State::Registered => (log::Level::Debug, format!("Renewed {name}")),
+    }
 }
 
 /// Registers now and every `interval` until `stop` receives or disconnects.
@@ -85,28 +101,27 @@ pub fn keep_registered(client: &Client, registration: &Registration, interval: D
     loop {
         let wait = match client.register(registration) {
             Ok(()) => {
-                match &state {
-                    State::Starting => {
-                        log::info!("Registered {} with the registry at {}", registration.name, client.registry)
-                    }
-                    State::Failing(_) => {
-                        log::warn!("Registered {} with the registry at {} again", registration.name, client.registry)
-                    }
-                    State::Registered => log::debug!("Renewed {}", registration.name),
-                }
+                let (level, line) = success_line(&state, &registration.name, &client.registry);
+                log::log!(level, "{line}");
                 state = State::Registered;
                 backoff = FIRST_BACKOFF;
                 interval
             }
             Err(why) => {
-                if state != State::Failing(why.clone()) {
+                let registered_before = match &state {
+                    State::Starting => false,
+                    State::Registered => true,
+                    State::Failing { registered_before, .. } => *registered_before,
+                };
+                let failing = State::Failing { why: why.clone(), registered_before };
+                if state != failing {
                     log::warn!(
                         "Cannot register with the registry at {}: {why}; still serving, retrying every {} at most",
                         client.registry,
                         common::duration::format(interval)
                     );
                 }
-                state = State::Failing(why);
+                state = failing;
                 let wait = backoff.min(interval);
                 backoff = (backoff * 2).min(interval);
                 wait
@@ -116,5 +131,24 @@ pub fn keep_registered(client: &Client, registration: &Registration, interval: D
             Err(RecvTimeoutError::Timeout) => continue,
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(registered_before: bool) -> State {
+        State::Failing { why: "connection refused".into(), registered_before }
+    }
+
+    #[test]
+    fn a_first_success_after_refusals_is_news_not_a_warning_and_not_again() {
+        let line = |state| success_line(&state, "web-1", "10.96.0.10:10080");
+        let first = "Registered web-1 with the registry at 10.96.0.10:10080".to_string();
+        assert_eq!(line(State::Starting), (log::Level::Info, first.clone()));
+        assert_eq!(line(failing(false)), (log::Level::Info, first.clone()), "a fresh deploy's first success");
+        assert_eq!(line(failing(true)), (log::Level::Info, format!("{first} again")), "back after losing it");
+        assert_eq!(line(State::Registered), (log::Level::Debug, "Renewed web-1".to_string()));
     }
 }

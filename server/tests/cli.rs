@@ -46,3 +46,36 @@ fn the_gce_metadata_flag_says_what_to_use_instead() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("-advertised-ip") && err.contains("HOST_IP"), "{err}");
 }
+
+/// After a container restart the port file still holds the last run's port. A run that cannot
+/// bind must not leave it there: the exec probe would then vouch for whatever holds that port.
+#[test]
+fn a_run_that_cannot_bind_leaves_no_stale_port_for_the_probes() {
+    let dir = std::env::temp_dir().join(format!("server-cli-port-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("port");
+    // Something answers 200 on the last run's port, and the new run's only port is taken.
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let old_port = stranger.local_addr().unwrap().port();
+    std::fs::write(&file, format!("{old_port}\n")).unwrap();
+    let answering = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = stranger.accept() {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let range = format!("-port-range={0}-{0}", taken.local_addr().unwrap().port());
+    let port_file = format!("-port-file={}", file.display());
+    let (code, _, err) = run(&["-bind-ip=127.0.0.1", &range, &port_file, "-service-registry=127.0.0.1:9"]);
+    assert_eq!(code, Some(1), "no free port in the range: {err}");
+    let (code, _, err) = run(&["healthcheck", &port_file]);
+    assert_eq!(code, Some(1), "the probe must fail, not reach port {old_port}: {err}");
+    assert!(err.contains("cannot read"), "{err}");
+    // Unblock the stranger if the probe never came, and clean up.
+    let _ = std::net::TcpStream::connect(("127.0.0.1", old_port));
+    answering.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -171,6 +171,8 @@ impl Registry {
             "-check-interval=100ms".to_string(),
             "-check-timeout=500ms".to_string(),
             "-deregister-critical-after=1s".to_string(),
+            // Removals from the first second; tests of the warm-up give their own.
+            "-warm-up=0s".to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let process = Process::start("service-registry", &args, &[]);

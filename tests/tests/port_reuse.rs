@@ -98,6 +98,8 @@ fn a_dead_instance_whose_port_a_stranger_took_is_gone_within_its_ttl() {
     let server = server_on(&registry, "web-1", port, &["-tags=web"]);
     let before = registry.wait_for("web-1", Status::Passing, Duration::from_secs(5));
     assert!(before.expires_at.is_some(), "a server's record carries its lease: {before:?}");
+    let line = registry.process.wait_for_line("Registered web-1 at", Duration::from_secs(1));
+    assert!(line.ends_with("(from 127.0.0.1)"), "the log says where the registration came from: {line}");
 
     let killed = crash(server);
     let _stranger = Stranger::listen(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -134,7 +136,6 @@ fn a_second_server_on_the_dead_port_makes_the_first_critical_at_its_first_check(
     });
     let error = critical.last_error.clone().unwrap_or_default();
     assert!(error.contains("\"web-2\""), "LastError names who holds the address now: {error:?}");
-    assert_eq!(critical.consecutive_failures, 1, "one answer from another instance is enough: {critical:?}");
     let second = registry.wait_for("web-2", Status::Passing, Duration::from_secs(2));
     assert_eq!(second.address, format!("127.0.0.1:{port}"));
     let listed: Vec<_> =
