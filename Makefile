@@ -51,11 +51,11 @@ build: ## Static musl release binaries in target/x86_64-unknown-linux-musl/relea
 		$(addprefix -p ,$(BINARIES)) $(addprefix --bin ,$(BINARIES))
 	@ls -l $(addprefix $(RELEASE_DIR)/,$(BINARIES))
 
-test: ## Everything CI runs: test-deps, fmt, clippy, tests, validate, smoke, images, smoke-images
+test: ## Everything CI runs: test-deps, fmt, clippy, tests, miri, validate, smoke, images, smoke-images
 	@start=$$(date +%s); \
 	if [[ -z $${PYTHON:-} ]] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
 		export PYTHON=/usr/bin/python3; fi; \
-	for t in test-deps fmt-check clippy cargo-test validate smoke images smoke-images; do \
+	for t in test-deps fmt-check clippy cargo-test miri validate smoke images smoke-images; do \
 		s=$$(date +%s); echo; echo "===== make $$t"; \
 		$(MAKE) $$t CONTAINER_ENGINE=$(CONTAINER_ENGINE) || { echo "===== FAILED: make $$t" >&2; exit 1; }; \
 		echo "===== make $$t passed in $$(( $$(date +%s) - s ))s"; \

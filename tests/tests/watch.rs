@@ -106,8 +106,13 @@ fn summary_index(line: &str) -> Option<u64> {
     (shape_ok && after.contains(" endpoints (")).then(|| index.parse().ok()).flatten()
 }
 
-/// Every complete table (ended by its blank line) in `lines`, in order.
+/// Every complete table (ended by its blank line) in `lines`, in order. The log holds stderr
+/// too, read on another thread: watch's own notes (`service-registry watch: ...`) can land
+/// anywhere between a table's lines, so they are set aside first, as is the warm-up line.
 fn tables(lines: &[String]) -> Vec<Table> {
+    let note = |l: &String| l.starts_with("service-registry watch:") || l.starts_with("warming up (");
+    let lines: Vec<String> = lines.iter().filter(|l| !note(l)).cloned().collect();
+    let lines = &lines[..];
     let mut found = Vec::new();
     let mut i = 0;
     while i < lines.len() {
