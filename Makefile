@@ -23,9 +23,10 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 # Always the repo's own target/: the Dockerfiles COPY from there (a CARGO_TARGET_DIR set in
 # the environment would put the binaries out of the build context).
 RELEASE_DIR := target/$(MUSL_TARGET)/release
-BINARIES := service-registry dynamic-port-server
+BINARIES := service-registry dynamic-port-server endpointslice-mirror
 REGISTRY_IMAGE := $(IMAGE_PREFIX)service-registry:$(VERSION)
 SERVER_IMAGE := $(IMAGE_PREFIX)dynamic-port-server:$(VERSION)
+MIRROR_IMAGE := $(IMAGE_PREFIX)endpointslice-mirror:$(VERSION)
 
 # Container engine: docker unless told otherwise, falling back to podman when docker has no
 # daemon (as on the project's machines). Worked out once, and only by targets that use it.
@@ -47,7 +48,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
 build: ## Static musl release binaries in target/x86_64-unknown-linux-musl/release/
-	env -u CARGO_TARGET_DIR cargo build --release --target $(MUSL_TARGET) \
+	env -u CARGO_TARGET_DIR CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --target $(MUSL_TARGET) \
 		$(addprefix -p ,$(BINARIES)) $(addprefix --bin ,$(BINARIES))
 	@ls -l $(addprefix $(RELEASE_DIR)/,$(BINARIES))
 
@@ -95,14 +96,15 @@ tools: ## Install the pinned manifest validators in .venv-tools/
 smoke: ## Registry and three servers as local processes: register, health-check, leave
 	scripts/smoke.sh
 
-images: build ## Build the images service-registry:VERSION and dynamic-port-server:VERSION
+images: build ## Build the images service-registry, dynamic-port-server and endpointslice-mirror (:VERSION)
 	$(ENGINE) build -t $(REGISTRY_IMAGE) -f registry/Dockerfile .
 	$(ENGINE) build -t $(SERVER_IMAGE) -f server/Dockerfile .
-	@for i in $(REGISTRY_IMAGE) $(SERVER_IMAGE); do \
+	$(ENGINE) build -t $(MIRROR_IMAGE) -f mirror/Dockerfile .
+	@for i in $(REGISTRY_IMAGE) $(SERVER_IMAGE) $(MIRROR_IMAGE); do \
 		echo "$$i: $$($(ENGINE) image inspect --format '{{.Size}}' $$i) bytes"; done
 
 smoke-images: ## The smoke story with the images (host networking); run `make images` first
-	CONTAINER_ENGINE=$(CONTAINER_ENGINE) REGISTRY_IMAGE=$(REGISTRY_IMAGE) SERVER_IMAGE=$(SERVER_IMAGE) \
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) REGISTRY_IMAGE=$(REGISTRY_IMAGE) SERVER_IMAGE=$(SERVER_IMAGE) MIRROR_IMAGE=$(MIRROR_IMAGE) \
 		$(ENGINE_ENV) scripts/smoke-images.sh
 
 push: ## Push both images (set IMAGE_PREFIX to your registry, e.g. ghcr.io/me/)
@@ -110,6 +112,7 @@ push: ## Push both images (set IMAGE_PREFIX to your registry, e.g. ghcr.io/me/)
 		echo "push: set IMAGE_PREFIX, e.g. make images push IMAGE_PREFIX=ghcr.io/me/" >&2; exit 2; fi
 	$(ENGINE) push $(REGISTRY_IMAGE)
 	$(ENGINE) push $(SERVER_IMAGE)
+	$(ENGINE) push $(MIRROR_IMAGE)
 
 # Image names come from kustomize (IMAGE_PREFIX and VERSION set them); see scripts/deploy.sh.
 deploy: ## The token Secret (if missing), the registry and its Services, then the servers
@@ -126,4 +129,4 @@ bench: ## The benchmark (scripts/bench.sh; BENCH_ARGS=--quick for a short run)
 
 clean: ## cargo clean, and remove the images of this VERSION if an engine has them
 	cargo clean
-	-@$(ENGINE) rmi $(REGISTRY_IMAGE) $(SERVER_IMAGE) >/dev/null 2>&1 || true
+	-@$(ENGINE) rmi $(REGISTRY_IMAGE) $(SERVER_IMAGE) $(MIRROR_IMAGE) >/dev/null 2>&1 || true

@@ -5,14 +5,17 @@ Usage: check_manifests.py VERSION FILE...
 
 - every Deployment's selector matches its own pod template's labels;
 - every Service selects the pods of some Deployment, and each of its ports targets a port
-  those pods declare (by name or number);
+  those pods declare (by name or number); except a Service mirrored from the registry
+  (annotation dynamic-ports/tag, no selector), whose ports must be named: the mirror's
+  EndpointSlices carry that name;
 - every NetworkPolicy selects a Deployment's pods, admits ports they declare, and admits
   pods (by podSelector) that some Deployment makes;
 - every httpGet probe targets a declared container port;
-- images are service-registry / dynamic-port-server tagged with VERSION (from Cargo.toml);
+- images are service-registry / dynamic-port-server / endpointslice-mirror tagged with VERSION;
 - memory stays within the seed's 10Mi request / 20Mi limit;
-- the security settings issue 4 asks for (non-root, read-only root, no privilege escalation,
-  all capabilities dropped, RuntimeDefault seccomp, no service-account token);
+- the security settings (non-root, read-only root, no privilege escalation, all capabilities
+  dropped, RuntimeDefault seccomp, no service-account token except for the mirror, which
+  writes EndpointSlices through the API and has its own ServiceAccount);
 - a hostNetwork pod uses dnsPolicy ClusterFirstWithHostNet, gets POD_NAME and HOST_IP from
   the Downward API, and has a grace period that fits its deregistration (up to 2s);
 - an exec probe's -port-file is the one the container is started with, in a mounted volume.
@@ -25,7 +28,10 @@ import sys
 
 import yaml
 
-IMAGES = {"service-registry", "dynamic-port-server"}
+IMAGES = {"service-registry", "dynamic-port-server", "endpointslice-mirror"}
+# The one Deployment that talks to the Kubernetes API, with a ServiceAccount of its own.
+API_CLIENTS = {"endpointslice-mirror"}
+MIRROR_ANNOTATION = "dynamic-ports/tag"
 MEMORY_REQUEST_MAX = 10 * 2**20
 MEMORY_LIMIT_MAX = 20 * 2**20
 UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9, "": 1}
@@ -85,7 +91,11 @@ def check_deployment(where, doc, version):
     if not selector_matches(spec.get("selector"), labels):
         problem(where, f"selector {spec.get('selector')} does not match the template labels {labels}")
     pod = template.get("spec") or {}
-    if pod.get("automountServiceAccountToken") is not False:
+    name = (doc.get("metadata") or {}).get("name")
+    if name in API_CLIENTS:
+        if pod.get("serviceAccountName") != name:
+            problem(where, f"an API client runs as its own ServiceAccount {name!r}, not the namespace's default")
+    elif pod.get("automountServiceAccountToken") is not False:
         problem(where, "automountServiceAccountToken must be false")
     if pod.get("hostNetwork") and pod.get("dnsPolicy") != "ClusterFirstWithHostNet":
         problem(where, "a hostNetwork pod needs dnsPolicy: ClusterFirstWithHostNet to resolve Services")
@@ -178,6 +188,13 @@ def main():
     for where, doc in services:
         spec = doc.get("spec") or {}
         selector = spec.get("selector") or {}
+        if MIRROR_ANNOTATION in ((doc.get("metadata") or {}).get("annotations") or {}):
+            if selector:
+                problem(where, f"a mirrored Service ({MIRROR_ANNOTATION}) has no selector; it has {selector}")
+            for port in spec.get("ports") or []:
+                if not port.get("name"):
+                    problem(where, f"port {port.get('port')} has no name: the mirror's slices match ports by name")
+            continue
         targets = [(dw, pod) for dw, (labels, pod) in deployments
                    if selector and selector_matches({"matchLabels": selector}, labels)]
         if not targets:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make deploy` / `make undeploy`: the write token's Secret (created with a random token when
-# missing), then the registry with its Services, then the servers, in that order: the server
+# missing), then the registry with its Services, then the servers, then the EndpointSlice
+# mirror, in that order: the server
 # pods read the registry's address from the Services' environment variables, which Kubernetes
 # gives only to pods started after the Services exist, and they register with the registry.
 # Image names are set by kustomize (`images:`), not by editing the manifests.
@@ -42,8 +43,9 @@ step() { # NAME IMAGE SOURCE...
     } >"$dir/kustomization.yaml"
 }
 step 1-registry service-registry services/service-registry.yaml services/service-registry-http.yaml \
-    deployments/service-registry.yaml
+    services/dynamic-port-server.yaml deployments/service-registry.yaml
 step 2-servers dynamic-port-server deployments/dynamic-port-server.yaml
+step 3-mirror endpointslice-mirror deployments/endpointslice-mirror.yaml
 
 if [[ $action == deploy ]]; then
     if ! "${kubectl[@]}" get secret service-registry-token >/dev/null 2>&1; then
@@ -53,7 +55,9 @@ if [[ $action == deploy ]]; then
     fi
     "${kubectl[@]}" apply -k "$work/1-registry"
     "${kubectl[@]}" apply -k "$work/2-servers"
+    "${kubectl[@]}" apply -k "$work/3-mirror"
 else
+    "${kubectl[@]}" delete --ignore-not-found -k "$work/3-mirror"
     "${kubectl[@]}" delete --ignore-not-found -k "$work/2-servers"
     "${kubectl[@]}" delete --ignore-not-found -k "$work/1-registry"
 fi

@@ -4,6 +4,7 @@
 # here before the tests run:
 #   podman, runc       make images, scripts/smoke-images.sh (CONTAINER_ENGINE=podman)
 #   curl               scripts/smoke.sh, scripts/smoke-images.sh
+#   musl-tools         make build: ring (the mirror's TLS) compiles C for the musl target
 #   python3-venv       the pinned manifest validators' venv (scripts/install-tools.sh)
 #   chromium, chromium-driver   tests/tests/live_page.rs (a real headless browser)
 #   prometheus         tests/tests/prometheus.rs (prometheus and promtool)
@@ -23,6 +24,7 @@ NEEDS=(
     "podman podman"
     "runc runc"
     "curl curl"
+    "musl-gcc musl-tools"
     "/usr/bin/chromium chromium"
     "/usr/bin/chromedriver chromium-driver"
     "/usr/bin/prometheus prometheus"
@@ -67,7 +69,7 @@ rust_parts >&2 || { echo "install-test-deps: rustup could not add the musl targe
 
 lines=$(missing)
 if [[ -z $lines ]]; then
-    echo "install-test-deps: podman, runc, curl, chromium, chromedriver, prometheus, promtool, python3 with venv: all installed"
+    echo "install-test-deps: podman, runc, curl, musl-gcc, chromium, chromedriver, prometheus, promtool, python3 with venv: all installed"
     exit 0
 fi
 

@@ -42,7 +42,11 @@ fn make_deploy_creates_the_registry_before_the_servers_with_the_prefix_set_by_ku
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[0], "get secret service-registry-token");
     assert!(lines[1].starts_with("create secret generic service-registry-token"), "{log}");
-    assert_eq!(&lines[2..], ["apply -k target/deploy/1-registry", "apply -k target/deploy/2-servers"], "{log}");
+    assert_eq!(
+        &lines[2..],
+        ["apply -k target/deploy/1-registry", "apply -k target/deploy/2-servers", "apply -k target/deploy/3-mirror"],
+        "{log}"
+    );
 
     let version = shared::run(repo().join("scripts/version.sh"), &[]).1;
     let version = version.trim();
@@ -50,6 +54,7 @@ fn make_deploy_creates_the_registry_before_the_servers_with_the_prefix_set_by_ku
     for line in [
         "  - services-service-registry.yaml",
         "  - services-service-registry-http.yaml",
+        "  - services-dynamic-port-server.yaml",
         "  - deployments-service-registry.yaml",
         "    newName: registry.example/me/service-registry",
         &format!("    newTag: \"{version}\""),
@@ -68,6 +73,7 @@ fn make_deploy_creates_the_registry_before_the_servers_with_the_prefix_set_by_ku
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
         [
+            "delete --ignore-not-found -k target/deploy/3-mirror",
             "delete --ignore-not-found -k target/deploy/2-servers",
             "delete --ignore-not-found -k target/deploy/1-registry"
         ]
@@ -86,5 +92,5 @@ fn the_top_level_kustomization_names_every_manifest_and_the_workspace_version() 
             }
         }
     }
-    assert_eq!(text.matches(&format!("    newTag: {}\n", version.trim())).count(), 2, "both images at the version");
+    assert_eq!(text.matches(&format!("    newTag: {}\n", version.trim())).count(), 3, "every image at the version");
 }
