@@ -48,8 +48,11 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
 build: ## Static musl release binaries in target/x86_64-unknown-linux-musl/release/
-	env -u CARGO_TARGET_DIR CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --target $(MUSL_TARGET) \
-		$(addprefix -p ,$(BINARIES)) $(addprefix --bin ,$(BINARIES))
+	@# One cargo run per binary: built together, cargo would give the registry and the server
+	@# the TLS features of the mirror's ureq too (features unify within one build).
+	for b in $(BINARIES); do \
+		env -u CARGO_TARGET_DIR CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --target $(MUSL_TARGET) -p $$b --bin $$b; \
+	done
 	@ls -l $(addprefix $(RELEASE_DIR)/,$(BINARIES))
 
 test: ## Everything CI runs: test-deps, fmt, clippy, tests, miri, validate, smoke, images, smoke-images

@@ -149,9 +149,9 @@ expect_code() { # expect_code WANT METHOD URL [BODY]
 
 run_story() {
     # 1. The registry, on kernel-chosen loopback ports, with fast health checks.
-    say "starting the registry (API and UI on 127.0.0.1:0, checks every 200ms, critical endpoints removed after 1s)"
+    say "starting the registry (API and UI on 127.0.0.1:0, checks every 200ms, critical endpoints removed after 1s, 2s warm-up)"
     mode_start_registry -api=127.0.0.1:0 -http=127.0.0.1:0 -check-interval=200ms \
-        -check-timeout=500ms -deregister-critical-after=1s
+        -check-timeout=500ms -deregister-critical-after=1s -warm-up=2s
     wait_until 10 "the registry's 'API listening on' and 'UI listening on' log lines" registry_listening
     ok "registry API on $API, UI on $UI"
     expect_code 200 GET "http://$API/healthz"
