@@ -102,16 +102,16 @@ pub fn write_request(out: &mut Vec<u8>, address: SocketAddr) {
 /// non-blocking one there (where `WouldBlock` means "wait until it is readable").
 pub trait Connection {
     /// Copies what has arrived into `buf` without consuming it.
-    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn peek_answer(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Consumes what has arrived into `buf`.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn read_answer(&mut self, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 impl Connection for TcpStream {
-    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         TcpStream::peek(self, buf)
     }
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(self, buf)
     }
 }
@@ -161,7 +161,7 @@ impl HeadReader {
     /// ends the probe through [`HeadReader::stalled`]).
     pub fn advance(&mut self, conn: &mut impl Connection, expect: Option<&str>) -> io::Result<Option<Outcome>> {
         if !self.peeked {
-            let peeked = conn.peek(&mut self.buf)?;
+            let peeked = conn.peek_answer(&mut self.buf)?;
             if peeked == 0 {
                 return Ok(Some(Outcome::Fail("connection closed before an answer".into())));
             }
@@ -172,7 +172,7 @@ impl HeadReader {
             self.peeked = true;
             return Ok(None);
         }
-        let n = conn.read(&mut self.buf[self.len..])?;
+        let n = conn.read_answer(&mut self.buf[self.len..])?;
         self.len += n;
         let bytes = &self.buf[..self.len];
         if n > 0 && !head_complete(bytes) && self.len < self.buf.len() {

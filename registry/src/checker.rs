@@ -193,10 +193,10 @@ fn slot_of(token: Token) -> (usize, u32) {
 struct Nonblocking<'a>(&'a TcpStream);
 
 impl Connection for Nonblocking<'_> {
-    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.peek(buf)
     }
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&mut &*self.0).read(buf)
     }
 }
