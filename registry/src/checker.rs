@@ -459,3 +459,277 @@ fn report(job: &CheckJob, outcome: &Outcome, applied: &Applied) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::GuardConfig;
+    use crate::health::Thresholds;
+    use common::validate::Valid;
+    use common::wire::Endpoint;
+    use std::net::{SocketAddr, TcpListener, TcpStream as StdStream};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    /// One checker at a time in this binary, so that counting its threads counts only its own.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    struct Setup {
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        checker: Checker,
+    }
+
+    fn start(interval: Duration, timeout: Duration) -> Setup {
+        let thresholds = Thresholds { failures_before_critical: 1, deregister_critical_after: Duration::from_secs(60) };
+        let store = Arc::new(Store::new(thresholds, 10_000, GuardConfig::default()));
+        let metrics = Arc::new(Metrics::default());
+        let config = CheckConfig { interval, timeout, ..CheckConfig::default() };
+        let checker = Checker::start(store.clone(), config, metrics.clone()).expect("the checker starts");
+        Setup { store, metrics, checker }
+    }
+
+    impl Setup {
+        fn register(&self, name: &str, address: SocketAddr) {
+            let valid = Valid { name: name.into(), address, tags: vec![], ttl: None };
+            let registered = self.store.register(valid, SystemTime::now()).expect("room in the store");
+            self.checker.check_now(registered.check_now.expect("a new endpoint is checked at once"));
+        }
+
+        /// Waits up to `within` for `name`'s record to satisfy `done`.
+        fn wait_for(&self, name: &str, within: Duration, done: impl Fn(&Endpoint) -> bool) -> Endpoint {
+            let t0 = Instant::now();
+            loop {
+                let record = self.store.get(name).expect("registered");
+                if done(&record) {
+                    return record;
+                }
+                assert!(t0.elapsed() < within, "waited {within:?} for {name}: {record:?}");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn probes(&self) -> u64 {
+            self.metrics.probes_passed.load(SeqCst) + self.metrics.probes_failed.load(SeqCst)
+        }
+    }
+
+    /// This process's threads named `check-*`, as the checker's threads are (and were: the
+    /// pool's `check-0` to `check-63` and `check-scheduler`). Test threads are named after
+    /// their test, `checker::tests::...`.
+    fn checker_threads() -> usize {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("Linux's /proc");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("check-"))
+            .count()
+    }
+
+    /// A loopback endpoint that answers every connection with `pieces` (50 ms apart) and
+    /// notes when each request came, until dropped.
+    struct Server {
+        addr: SocketAddr,
+        arrivals: Arc<Mutex<Vec<Instant>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Server {
+        fn answering(pieces: &'static [&'static [u8]]) -> Server {
+            Server::serving(move |mut s: StdStream| {
+                for (i, piece) in pieces.iter().enumerate() {
+                    if i > 0 {
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    let _ = s.write_all(piece);
+                }
+                // Wait for the prober to close first: the side that closes first is the one a
+                // FIN would leave in TIME_WAIT.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 256];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            })
+        }
+
+        /// Accepts every connection and holds it, never answering.
+        fn hung() -> Server {
+            let held = Arc::new(Mutex::new(Vec::new()));
+            Server::serving(move |s| held.lock().unwrap().push(s))
+        }
+
+        fn serving(serve: impl Fn(StdStream) + Send + Sync + 'static) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let arrivals = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = thread::spawn({
+                let (arrivals, stop) = (arrivals.clone(), stop.clone());
+                move || {
+                    let serve = Arc::new(serve);
+                    let t0 = Instant::now();
+                    // Bounded: a test that forgets to stop it is over by then.
+                    while !stop.load(SeqCst) && t0.elapsed() < Duration::from_secs(60) {
+                        let Ok((mut s, _)) = listener.accept() else {
+                            thread::sleep(Duration::from_millis(1));
+                            continue;
+                        };
+                        let _ = s.set_nonblocking(false);
+                        let serve = serve.clone();
+                        let arrivals = arrivals.clone();
+                        thread::spawn(move || {
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut buf = [0u8; 1024];
+                            if !matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                                return;
+                            }
+                            arrivals.lock().unwrap().push(Instant::now());
+                            serve(s);
+                        });
+                    }
+                }
+            });
+            Server { addr, arrivals, stop, thread: Some(thread) }
+        }
+
+        fn arrivals(&self) -> Vec<Instant> {
+            self.arrivals.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, SeqCst);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    const OK: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\nX-Instance-Name: web-1\r\nContent-Length: 3\r\n\r\nok\n"];
+
+    #[test]
+    fn the_checker_is_one_thread_and_dropping_it_ends_it() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(checker_threads(), 1);
+        drop(setup);
+        assert_eq!(checker_threads(), 0, "dropping the checker waits for its thread to end");
+    }
+
+    #[test]
+    fn a_new_endpoint_is_checked_at_once_and_a_refused_one_fails_fast() {
+        let _serial = one_at_a_time();
+        // An interval longer than the test: only the first check can be seen.
+        let setup = start(Duration::from_secs(30), Duration::from_secs(5));
+        let web = Server::answering(OK);
+        let t0 = Instant::now();
+        setup.register("web-1", web.addr);
+        setup.wait_for("web-1", Duration::from_secs(1), |r| r.status == Status::Passing);
+        let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        setup.register("gone", refused);
+        let record = setup.wait_for("gone", Duration::from_secs(1), |r| r.status == Status::Critical);
+        assert!(t0.elapsed() < Duration::from_secs(1), "first checks took {:?}", t0.elapsed());
+        assert!(record.last_error.unwrap_or_default().contains("refused"), "the error says why");
+        assert_eq!(setup.probes(), 2);
+    }
+
+    #[test]
+    fn a_silent_endpoint_fails_at_its_timeout() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_secs(30), Duration::from_millis(300));
+        let silent = Server::hung();
+        let t0 = Instant::now();
+        setup.register("silent", silent.addr);
+        let record = setup.wait_for("silent", Duration::from_secs(2), |r| r.status == Status::Critical);
+        assert!(t0.elapsed() >= Duration::from_millis(300), "failed after {:?}, before its timeout", t0.elapsed());
+        assert_eq!(record.last_error.as_deref(), Some("timed out"));
+        assert_eq!(silent.arrivals().len(), 1, "the request was sent");
+    }
+
+    #[test]
+    fn an_answer_naming_another_instance_is_taken_whole_or_in_pieces() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_secs(30), Duration::from_secs(2));
+        let whole = Server::answering(&[b"HTTP/1.1 200 OK\r\nX-Instance-Name: web-2\r\n\r\n"]);
+        let pieces = Server::answering(&[b"HTTP/1.1 200 OK\r\n", b"X-Instance-Name: web-2\r\n\r\n"]);
+        let stalled = Server::answering(&[b"HTTP/1.1 204 No Content\r\nServer: slow"]);
+        setup.register("web-1", whole.addr);
+        setup.register("web-x", pieces.addr);
+        setup.register("web-s", stalled.addr);
+        for name in ["web-1", "web-x"] {
+            let record = setup.wait_for(name, Duration::from_secs(2), |r| r.status == Status::Critical);
+            let error = record.last_error.unwrap_or_default();
+            assert!(error.contains("\"web-2\"") && error.contains("another instance"), "{name}: {error}");
+        }
+        // A head that stalls after its status line is judged on it at the timeout.
+        setup.wait_for("web-s", Duration::from_secs(4), |r| r.status == Status::Passing);
+    }
+
+    /// Sockets in TIME_WAIT whose remote end is `port` on 127.0.0.1 (Linux's /proc/net/tcp).
+    fn time_wait_towards(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let remote = format!("0100007F:{port:04X}");
+        table
+            .lines()
+            .filter(|line| {
+                let mut fields = line.split_whitespace();
+                fields.nth(2) == Some(&remote[..]) && fields.next() == Some("06")
+            })
+            .count()
+    }
+
+    #[test]
+    fn checks_leave_no_socket_in_time_wait() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
+        let web = Server::answering(OK);
+        setup.register("web-1", web.addr);
+        let t0 = Instant::now();
+        while setup.probes() < 5 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "5 checks within 5 s");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(setup.metrics.probes_failed.load(SeqCst), 0);
+        drop(setup);
+        // Let the endpoint's threads see the resets.
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(time_wait_towards(web.addr.port()), 0, "the checker's sockets are reset, not left in TIME_WAIT");
+    }
+
+    #[test]
+    fn five_hundred_hung_endpoints_do_not_delay_a_healthy_ones_checks() {
+        let _serial = one_at_a_time();
+        const HUNG: usize = 500;
+        let interval = Duration::from_millis(300);
+        // Longer than the test: every hung probe holds its place to the end.
+        let setup = start(interval, Duration::from_secs(10));
+        let hung = Server::hung();
+        for i in 0..HUNG {
+            setup.register(&format!("hung-{i:03}"), hung.addr);
+        }
+        let web = Server::answering(OK);
+        let registered = Instant::now();
+        setup.register("web-1", web.addr);
+        setup.wait_for("web-1", Duration::from_secs(1), |r| r.status == Status::Passing);
+        thread::sleep(Duration::from_secs(3));
+        let arrivals = web.arrivals();
+        let hung_requests = hung.arrivals().len();
+        assert_eq!(checker_threads(), 1, "one thread, with {hung_requests} probes waiting");
+        drop(setup);
+
+        assert!(hung_requests >= HUNG * 9 / 10, "the hung probes were in flight: {hung_requests} requests arrived");
+        let first = arrivals[0] - registered;
+        assert!(first < Duration::from_millis(500), "the first check came {first:?} after the registration");
+        let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+        let longest = gaps.iter().max().copied().unwrap_or_default();
+        eprintln!("{} checks of web-1 in 3 s, longest gap {longest:?}", arrivals.len());
+        assert!(arrivals.len() >= 9, "checked every {interval:?}: {gaps:?}");
+        // One interval, plus the probe and the time a loaded machine takes to wake a thread.
+        assert!(longest < interval + Duration::from_millis(250), "gaps: {gaps:?}");
+    }
+}
