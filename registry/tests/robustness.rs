@@ -1173,7 +1173,11 @@ fn blocking_queries_beyond_the_cap_get_429_and_the_others_still_answer() {
 /// 500 ms critical, removals held when more than half of the passing fail, for at most `max_hold`.
 fn guard_config(max_hold: Duration) -> Config {
     Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_millis(300), concurrency: 16 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
+            concurrency: 16,
+        },
         thresholds: Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_millis(500) },
         guard: GuardConfig { share: 0.5, max_hold, ..GuardConfig::default() },
         ..config()
