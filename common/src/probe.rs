@@ -2,10 +2,15 @@
 //! another instance than the one registered there. Written on a bare `TcpStream` because the
 //! checker needs two things from the answer, its status line and the instance header, and
 //! must bound every step by one deadline.
+//!
+//! The parts that do no I/O of their own ([`write_request`], [`HeadReader`]: when to peek, when
+//! to read, how a head is parsed and judged) are shared by the blocking [`probe`] (the
+//! server's `healthcheck` subcommand) and the registry's checker, which drives many probes at
+//! once on non-blocking sockets: both ask the same question and read the answer the same way.
 
 use crate::validate::clip;
 use crate::wire::INSTANCE_HEADER;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -35,16 +40,167 @@ impl Outcome {
 
 /// The most of an answer a probe reads: a head fits several times over, and a hostile
 /// endpoint cannot make the checker read more.
-const MAX_READ: usize = 1024;
+pub const MAX_READ: usize = 1024;
 
 /// Probes `address` within `timeout` (connect, send and read together). With `expect`, an
 /// answer whose instance header names someone else is [`Outcome::Taken`]; an answer without
 /// the header is judged by its status alone, as every server that is not ours answers.
 pub fn probe(address: SocketAddr, timeout: Duration, expect: Option<&str>) -> Outcome {
     let deadline = Instant::now() + timeout;
-    match exchange(address, deadline) {
-        Ok(head) => judge(&head, expect),
-        Err(why) => Outcome::Fail(why),
+    let mut stream =
+        match remaining(deadline).and_then(|wait| TcpStream::connect_timeout(&address, wait).map_err(describe)) {
+            Ok(stream) => stream,
+            Err(why) => return Outcome::Fail(why),
+        };
+    // One small write into a new connection's empty send buffer: it neither blocks nor waits
+    // for Nagle, so the socket needs no write timeout and no TCP_NODELAY (two system calls a
+    // probe, at thousands of probes a second).
+    let mut request = Vec::new();
+    write_request(&mut request, address);
+    if let Err(e) = stream.write_all(&request) {
+        return Outcome::Fail(describe(e));
+    }
+    let mut head = HeadReader::new();
+    loop {
+        let step = remaining(deadline)
+            .and_then(|wait| stream.set_read_timeout(Some(wait)).map_err(describe))
+            .and_then(|()| head.advance(&mut stream, expect).map_err(describe));
+        match step {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(why) => return head.stalled(why, expect),
+        }
+    }
+}
+
+/// The words for an I/O error in `LastError`: a timeout, or a read that would block past the
+/// deadline, is "timed out".
+pub fn describe(e: io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, String> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| "timed out".to_string())
+}
+
+/// Writes the probe's request for `address` into `out`, replacing what it held: a caller that
+/// probes again and again reuses one buffer.
+pub fn write_request(out: &mut Vec<u8>, address: SocketAddr) {
+    out.clear();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "GET /healthz HTTP/1.1\r\nHost: {address}\r\nUser-Agent: service-registry/{}\r\nConnection: close\r\n\r\n",
+        crate::VERSION
+    );
+}
+
+/// A connection a probe reads its answer from: std's blocking `TcpStream` here, the checker's
+/// non-blocking one there (where `WouldBlock` means "wait until it is readable").
+pub trait Connection {
+    /// Copies what has arrived into `buf` without consuming it.
+    fn peek_answer(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Consumes what has arrived into `buf`.
+    fn read_answer(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Connection for TcpStream {
+    fn peek_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::peek(self, buf)
+    }
+    fn read_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, buf)
+    }
+}
+
+/// Reads the head of one answer, [`MAX_READ`] bytes at most, in a fixed buffer that a caller
+/// may keep and [`reset`](HeadReader::reset) for the next probe.
+///
+/// Peeked, not read: when the head is in the first bytes to arrive (it is, from servers that
+/// write head and body at once), the answer stays unread, and a socket closed with unread data
+/// is reset (RST) rather than left in TIME_WAIT for a minute. At 10,000 endpoints the checker
+/// opens 2,000 connections a second: TIME_WAIT would hold 120,000 sockets (the kernel's cap is
+/// often 131,072) and make every connect search past them for a port. HAProxy closes its
+/// checks with RST for this reason.
+///
+/// When the head comes in pieces, it is read until it is whole, the buffer is full or the
+/// answer ends. Once the status line is in, a stall is judged on what arrived (as an answer
+/// without the instance header), not failed: see [`HeadReader::stalled`].
+pub struct HeadReader {
+    buf: [u8; MAX_READ],
+    /// Bytes read (consumed) so far; peeked bytes are not counted.
+    len: usize,
+    /// Whether the first look (a peek) was taken and found the head incomplete.
+    peeked: bool,
+}
+
+impl Default for HeadReader {
+    fn default() -> Self {
+        HeadReader::new()
+    }
+}
+
+impl HeadReader {
+    /// An empty reader.
+    pub const fn new() -> HeadReader {
+        HeadReader { buf: [0; MAX_READ], len: 0, peeked: false }
+    }
+
+    /// Makes the reader ready for another answer.
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.peeked = false;
+    }
+
+    /// Takes one step: the first a peek, the next ones reads. `Ok(Some)` is the verdict,
+    /// `Ok(None)` asks for another step, and an error is the connection's (on a non-blocking
+    /// one, `WouldBlock` means: step again when it is readable; any other error or the deadline
+    /// ends the probe through [`HeadReader::stalled`]).
+    pub fn advance(&mut self, conn: &mut impl Connection, expect: Option<&str>) -> io::Result<Option<Outcome>> {
+        if !self.peeked {
+            let peeked = conn.peek_answer(&mut self.buf)?;
+            if peeked == 0 {
+                return Ok(Some(Outcome::Fail("connection closed before an answer".into())));
+            }
+            if head_complete(&self.buf[..peeked]) || peeked == self.buf.len() {
+                return Ok(Some(verdict(parse_head(&self.buf[..peeked]), expect)));
+            }
+            // In pieces: read from the start, peeked bytes included.
+            self.peeked = true;
+            return Ok(None);
+        }
+        let n = conn.read_answer(&mut self.buf[self.len..])?;
+        self.len += n;
+        let bytes = &self.buf[..self.len];
+        if n > 0 && !head_complete(bytes) && self.len < self.buf.len() {
+            return Ok(None);
+        }
+        let head = if self.len == 0 {
+            Err("connection closed before an answer".into())
+        } else if !bytes.contains(&b'\n') {
+            Err(if self.len == self.buf.len() {
+                "answer has no status line in its first 1024 bytes".into()
+            } else {
+                "connection closed before an answer".into()
+            })
+        } else {
+            parse_head(bytes)
+        };
+        Ok(Some(verdict(head, expect)))
+    }
+
+    /// The verdict when reading stopped before the head was whole, for `why` (the deadline, an
+    /// error): judged on what arrived if its status line did, else a failure for `why`.
+    pub fn stalled(&self, why: String, expect: Option<&str>) -> Outcome {
+        let bytes = &self.buf[..self.len];
+        if bytes.contains(&b'\n') {
+            verdict(parse_head(bytes), expect)
+        } else {
+            Outcome::Fail(why)
+        }
     }
 }
 
@@ -55,6 +211,13 @@ struct Head {
     instance: Option<String>,
 }
 
+fn verdict(head: Result<Head, String>, expect: Option<&str>) -> Outcome {
+    match head {
+        Ok(head) => judge(&head, expect),
+        Err(why) => Outcome::Fail(why),
+    }
+}
+
 fn judge(head: &Head, expect: Option<&str>) -> Outcome {
     match (expect, head.instance.as_deref()) {
         (Some(expected), Some(answered)) if answered != expected => Outcome::Taken(clip(answered).to_string()),
@@ -63,74 +226,9 @@ fn judge(head: &Head, expect: Option<&str>) -> Outcome {
     }
 }
 
-fn remaining(deadline: Instant) -> Result<Duration, String> {
-    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| "timed out".to_string())
-}
-
 /// Whether `bytes` hold a whole head: the blank line that ends it.
 fn head_complete(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
-}
-
-fn exchange(address: SocketAddr, deadline: Instant) -> Result<Head, String> {
-    let describe = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timed out".to_string(),
-        _ => e.to_string(),
-    };
-    let mut stream = TcpStream::connect_timeout(&address, remaining(deadline)?).map_err(describe)?;
-    // One small write into a new connection's empty send buffer: it neither blocks nor waits
-    // for Nagle, so the socket needs no write timeout and no TCP_NODELAY (two system calls a
-    // probe, at thousands of probes a second).
-    let request = format!(
-        "GET /healthz HTTP/1.1\r\nHost: {address}\r\nUser-Agent: service-registry/{}\r\nConnection: close\r\n\r\n",
-        crate::VERSION
-    );
-    stream.write_all(request.as_bytes()).map_err(describe)?;
-    let mut buf = [0u8; MAX_READ];
-    // Peeked, not read: when the head is in the first bytes to arrive (it is, from servers that
-    // write head and body at once), the answer stays unread, and a socket closed with unread
-    // data is reset (RST) rather than left in TIME_WAIT for a minute. At 10,000 endpoints the
-    // checker opens 2,000 connections a second: TIME_WAIT would hold 120,000 sockets (the
-    // kernel's cap is often 131,072) and make every connect search past them for a port.
-    // HAProxy closes its checks with RST for this reason.
-    stream.set_read_timeout(Some(remaining(deadline)?)).map_err(describe)?;
-    let peeked = stream.peek(&mut buf).map_err(describe)?;
-    if peeked == 0 {
-        return Err("connection closed before an answer".into());
-    }
-    if head_complete(&buf[..peeked]) || peeked == buf.len() {
-        return parse_head(&buf[..peeked]);
-    }
-    // The head comes in pieces: read until it is whole, the buffer is full or the answer ends.
-    // Once the status line is in, a stall is judged on what arrived (as an answer without the
-    // instance header), not failed.
-    let mut len = 0;
-    while !head_complete(&buf[..len]) && len < buf.len() {
-        let has_status_line = buf[..len].contains(&b'\n');
-        let wait = match remaining(deadline) {
-            Ok(wait) => wait,
-            Err(_) if has_status_line => break,
-            Err(why) => return Err(why),
-        };
-        stream.set_read_timeout(Some(wait)).map_err(describe)?;
-        match stream.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(_) if has_status_line => break,
-            Err(e) => return Err(describe(e)),
-        }
-    }
-    if len == 0 {
-        return Err("connection closed before an answer".into());
-    }
-    if !buf[..len].contains(&b'\n') {
-        return Err(if len == buf.len() {
-            "answer has no status line in its first 1024 bytes".into()
-        } else {
-            "connection closed before an answer".into()
-        });
-    }
-    parse_head(&buf[..len])
 }
 
 /// Reads the status code from `HTTP/1.x NNN ...` and the instance header from the whole lines

@@ -1,19 +1,27 @@
-//! The health checker: a scheduler thread that knows when each endpoint is due, and a fixed
-//! pool of workers that probe. A hung endpoint holds one worker for one timeout and nothing
-//! else; the lock on the store is never held while a probe waits.
+//! The health checker: one thread that knows when each endpoint is due and drives every probe
+//! in flight on non-blocking sockets, waiting on all of them at once in one epoll set (through
+//! `mio`). A hung endpoint holds one of `-check-concurrency` places for one timeout and
+//! nothing else; the lock on the store is never held while a probe waits.
+//!
+//! Why one thread and not a pool: a probe spends its life waiting (for the connect, then for
+//! the answer), and a thread per waiting probe cost a thread's wake-ups and stack per probe in
+//! flight, and as many threads as hung endpoints to tolerate. Here a probe in flight costs a
+//! socket and a [`Slot`] with its 1 KiB head buffer, reused from probe to probe.
 
 use crate::metrics::Metrics;
 use crate::store::{Applied, BeforeCheck, CheckJob, Store};
-use common::probe::probe;
-use common::probe::Outcome;
+use common::probe::{describe, write_request, Connection, HeadReader, Outcome};
 use common::wire::Status;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often and how patiently to check.
@@ -21,68 +29,99 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct CheckConfig {
     pub interval: Duration,
     pub timeout: Duration,
-    /// Probes in flight at once: the number of worker threads.
-    pub workers: usize,
+    /// Probes in flight at once (`-check-concurrency`): how many hung endpoints, each holding
+    /// its place for one timeout, the checker absorbs before a due check has to wait.
+    pub concurrency: usize,
 }
 
 impl Default for CheckConfig {
     fn default() -> Self {
-        CheckConfig { interval: Duration::from_secs(5), timeout: Duration::from_secs(2), workers: 64 }
+        // 1,024 in flight: a probe in flight costs a socket (one file descriptor) and about
+        // 1.2 KiB, not a thread, so the cap is set by what the registry may open: a third of
+        // a 4,096 open-file limit, the rest left for connections (at most 512 by default).
+        // 1,024 hung endpoints at a 2 s timeout and a 5 s interval average 410 in flight.
+        CheckConfig { interval: Duration::from_secs(5), timeout: Duration::from_secs(2), concurrency: 1024 }
     }
 }
 
-/// Worker threads only probe and record: small stacks keep 64 of them cheap.
-const WORKER_STACK: usize = 64 * 1024;
+/// The token of the waker that `check_now` and `drop` use to wake the loop.
+const WAKER: Token = Token(usize::MAX);
+
+/// The name of the checker's thread (in `/proc/PID/task/*/comm`, `top -H`).
+const THREAD_NAME: &str = "check-poll";
+
+/// The events taken from the kernel in one wait: a bound on work between two looks at the
+/// clock, not on probes in flight.
+const EVENTS: usize = 1024;
 
 enum Message {
     /// Check this endpoint now: it is new or moved.
     CheckNow(CheckJob),
-    /// A worker recorded this job's result: schedule the endpoint's next check. (A job whose
-    /// endpoint is gone sends nothing: there is nothing to schedule.)
-    Done { job: CheckJob, due: Instant, first: bool },
     /// The registry is shutting down.
     Stop,
 }
 
+/// A check to make: the endpoint, when it was due, and whether it is its first.
 struct Work {
     job: CheckJob,
     due: Instant,
     first: bool,
 }
 
-/// A handle on the running checker; dropping it stops the scheduler, and the workers finish
-/// their current probe and exit.
+/// A handle on the running checker; dropping it stops the thread (probes in flight are
+/// abandoned) and waits for it.
 pub struct Checker {
     tx: Sender<Message>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Checker {
-    /// Starts the scheduler and `config.workers` workers over `store`.
-    pub fn start(store: Arc<Store>, config: CheckConfig, metrics: Arc<Metrics>) -> std::io::Result<Checker> {
+    /// Starts the checker's thread over `store`, with at most `config.concurrency` probes in
+    /// flight.
+    pub fn start(store: Arc<Store>, config: CheckConfig, metrics: Arc<Metrics>) -> io::Result<Checker> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
-        let (work_tx, work_rx) = channel::<Work>();
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        for i in 0..config.workers.max(1) {
-            let (store, work_rx, done_tx, metrics) = (store.clone(), work_rx.clone(), tx.clone(), metrics.clone());
-            thread::Builder::new()
-                .name(format!("check-{i}"))
-                .stack_size(WORKER_STACK)
-                .spawn(move || work(&store, &metrics, &work_rx, &done_tx, config.timeout))?;
-        }
-        thread::Builder::new()
-            .name("check-scheduler".into())
-            .spawn(move || schedule(&rx, &work_tx, config.interval))?;
-        Ok(Checker { tx })
+        let checks = Checks {
+            poll,
+            rx,
+            store,
+            metrics,
+            config: CheckConfig { concurrency: config.concurrency.max(1), ..config },
+            schedule: BinaryHeap::new(),
+            seq: 0,
+            spread: RandomState::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            deadlines: VecDeque::new(),
+        };
+        let thread = thread::Builder::new().name(THREAD_NAME.into()).spawn(move || checks.run())?;
+        Ok(Checker { tx, waker, thread: Some(thread) })
     }
 
     /// Asks for a check of a new or moved endpoint at once.
     pub fn check_now(&self, job: CheckJob) {
-        // The scheduler only stops when this handle is dropped, so the send cannot fail here.
+        // The thread only stops when this handle is dropped, so neither can fail here but for
+        // a bug, which the thread's panic reports.
         let _ = self.tx.send(Message::CheckNow(job));
+        let _ = self.waker.wake();
     }
 }
 
-/// A due check in the scheduler's heap, earliest first.
+impl Drop for Checker {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Message::Stop);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            // A panic in the checker was reported on its thread already.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A due check in the schedule, earliest first.
 struct Due {
     seq: u64,
     work: Work,
@@ -120,86 +159,285 @@ fn next_due(due: Instant, first: bool, interval: Duration, spread: &RandomState,
     (due + interval).max(now)
 }
 
-fn schedule(rx: &Receiver<Message>, work_tx: &Sender<Work>, interval: Duration) {
-    let mut heap = BinaryHeap::new();
-    let mut seq = 0u64;
-    let spread = RandomState::new();
-    loop {
-        let wait = heap
-            .peek()
-            .map_or(Duration::from_secs(3600), |d: &Due| d.work.due.saturating_duration_since(Instant::now()));
-        let next = match rx.recv_timeout(wait) {
-            Ok(Message::CheckNow(job)) => Some(Due { seq, work: Work { job, due: Instant::now(), first: true } }),
-            Ok(Message::Done { job, due, first }) => {
-                let due = next_due(due, first, interval, &spread, &job);
-                Some(Due { seq, work: Work { job, due, first: false } })
-            }
-            Err(RecvTimeoutError::Timeout) => None,
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-        };
-        if let Some(due) = next {
-            seq += 1;
-            heap.push(due);
-        }
-        let now = Instant::now();
-        while heap.peek().is_some_and(|d| d.work.due <= now) {
-            let Some(due) = heap.pop() else { break };
-            // Whether the endpoint is still registered is the worker's question, asked just
-            // before it probes: asking here too took the store's lock 2,000 more times a
-            // second at 10,000 endpoints, against every registration.
-            if work_tx.send(due.work).is_err() {
-                return;
-            }
-        }
+/// A place for one probe in flight. Slots are reused, buffers and all: a probe allocates
+/// nothing of its own but its job's copy of the Name.
+#[derive(Default)]
+struct Slot {
+    /// Counts the probes this slot has held, so that a token or a deadline of an earlier one
+    /// is told apart from the probe in it now.
+    round: u32,
+    probe: Option<InFlight>,
+    request: Vec<u8>,
+    head: HeadReader,
+}
+
+/// One probe in flight.
+struct InFlight {
+    work: Work,
+    stream: TcpStream,
+    started: Instant,
+    /// Bytes of the request written so far.
+    sent: usize,
+}
+
+/// A probe's token: its slot in the low 32 bits, the slot's round above them.
+fn token(index: usize, round: u32) -> Token {
+    Token(((round as usize) << 32) | index)
+}
+
+fn slot_of(token: Token) -> (usize, u32) {
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+}
+
+/// The non-blocking stream as a probe's [`Connection`] (`WouldBlock`: not yet).
+struct Nonblocking<'a>(&'a TcpStream);
+
+impl Connection for Nonblocking<'_> {
+    fn peek_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.peek(buf)
+    }
+    fn read_answer(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&mut &*self.0).read(buf)
     }
 }
 
-fn work(
-    store: &Store,
-    metrics: &Metrics,
-    work_rx: &Mutex<Receiver<Work>>,
-    done_tx: &Sender<Message>,
-    timeout: Duration,
-) {
-    loop {
-        let next = work_rx.lock().map(|rx| rx.recv());
-        let Ok(Ok(Work { job, due, first })) = next else { return };
-        // Asked now, not when it was queued: a client that keeps moving a Name between hung
-        // addresses must not keep workers busy with probes that no longer count.
-        match store.before_check(&job, Instant::now()) {
-            BeforeCheck::Probe => {}
-            BeforeCheck::Stale => continue,
-            BeforeCheck::Expired { record, ttl } => {
-                let ttl = common::duration::format(ttl);
-                log::info!(
-                    "Removed {} at {}: not registered again within its TTL of {ttl}",
-                    record.name,
-                    record.address
-                );
-                metrics.lease_expiries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// The checker's thread and everything it owns.
+struct Checks {
+    poll: Poll,
+    rx: Receiver<Message>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    config: CheckConfig,
+    /// Every registered endpoint's next check (a job whose endpoint is gone is dropped when
+    /// it comes due).
+    schedule: BinaryHeap<Due>,
+    seq: u64,
+    spread: RandomState,
+    slots: Vec<Slot>,
+    /// Slots without a probe.
+    free: Vec<usize>,
+    in_flight: usize,
+    /// When each probe in flight times out, with its token. Every probe has the same timeout,
+    /// so deadlines come in the order probes start: a queue, not a heap. A probe that ends
+    /// earlier leaves its entry behind, skipped when it comes up (its slot moved on).
+    deadlines: VecDeque<(Instant, Token)>,
+}
+
+impl Checks {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let now = Instant::now();
+            self.time_out(now);
+            self.start_due(now);
+            let wait = self.next_wake(now);
+            if let Err(e) = self.poll.poll(&mut events, wait) {
+                if e.kind() != ErrorKind::Interrupted {
+                    // Not seen in practice (epoll_wait fails only on bad arguments); the pause
+                    // keeps a persistent failure from spinning.
+                    log::error!("health checker: waiting for probes failed: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                }
                 continue;
             }
+            for event in &events {
+                if event.token() == WAKER {
+                    if !self.receive() {
+                        return;
+                    }
+                } else {
+                    self.on_event(event);
+                }
+            }
         }
+    }
+
+    /// Takes what `check_now` and `drop` sent; false when it is time to stop.
+    fn receive(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Message::CheckNow(job)) => self.plan(Work { job, due: Instant::now(), first: true }),
+                Err(TryRecvError::Empty) => return true,
+                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn plan(&mut self, work: Work) {
+        self.seq += 1;
+        self.schedule.push(Due { seq: self.seq, work });
+    }
+
+    /// How long the poll may wait: until the next deadline of a probe in flight, or the next
+    /// due check if there is a place for it.
+    fn next_wake(&mut self, now: Instant) -> Option<Duration> {
+        while let Some(&(_, token)) = self.deadlines.front() {
+            if self.holds(token) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        let deadline = self.deadlines.front().map(|(at, _)| *at);
+        let due = self.schedule.peek().filter(|_| self.in_flight < self.config.concurrency).map(|d| d.work.due);
+        // mio rounds the wait up to a whole millisecond, which also gathers what comes due
+        // within one into one wake-up.
+        [deadline, due].into_iter().flatten().min().map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Whether `token` is the probe in its slot now.
+    fn holds(&self, token: Token) -> bool {
+        let (index, round) = slot_of(token);
+        self.slots.get(index).is_some_and(|slot| slot.round == round && slot.probe.is_some())
+    }
+
+    /// Starts the checks that are due, as long as there is a place for them.
+    fn start_due(&mut self, now: Instant) {
+        while self.in_flight < self.config.concurrency {
+            if self.schedule.peek().is_none_or(|d| d.work.due > now) {
+                return;
+            }
+            let Some(Due { work, .. }) = self.schedule.pop() else { return };
+            // Whether the endpoint is still registered is asked now, not when it was planned:
+            // a client that keeps moving a Name between hung addresses must not fill the places
+            // with probes that no longer count.
+            match self.store.before_check(&work.job, Instant::now()) {
+                BeforeCheck::Probe => self.start(work),
+                BeforeCheck::Stale => {}
+                BeforeCheck::Expired { record, ttl } => {
+                    let ttl = common::duration::format(ttl);
+                    log::info!(
+                        "Removed {} at {}: not registered again within its TTL of {ttl}",
+                        record.name,
+                        record.address
+                    );
+                    self.metrics.lease_expiries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Opens a probe's connection (non-blocking: it completes later) and gives it a slot.
+    fn start(&mut self, work: Work) {
         let started = Instant::now();
-        // The Name is what the instance must answer as: another name is a stranger on its port.
-        let outcome = probe(job.address, timeout, Some(&job.name));
-        metrics.probe(outcome == Outcome::Pass, started.elapsed());
-        log::debug!("probe {} at {}: {:?}", job.name, job.address, outcome);
-        let applied = store.record_check(&job, &outcome, Instant::now(), SystemTime::now());
-        report(&job, &outcome, &applied);
-        if applied == Applied::Removed {
-            metrics.removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut stream = match TcpStream::connect(work.job.address) {
+            Ok(stream) => stream,
+            // Refused at once (or no socket to be had): failed at once.
+            Err(e) => return self.record(work, started, Outcome::Fail(describe(e))),
+        };
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::default());
+            self.slots.len() - 1
+        });
+        let slot = &mut self.slots[index];
+        slot.round = slot.round.wrapping_add(1);
+        let token = token(index, slot.round);
+        // Both interests at once, edge-triggered: writable when connected, readable when the
+        // answer comes; one registration a probe and no changes to it.
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            self.free.push(index);
+            return self.record(work, started, Outcome::Fail(describe(e)));
         }
-        if matches!(applied, Applied::Recorded { .. }) && done_tx.send(Message::Done { job, due, first }).is_err() {
+        write_request(&mut slot.request, work.job.address);
+        slot.head.reset();
+        slot.probe = Some(InFlight { work, stream, started, sent: 0 });
+        self.in_flight += 1;
+        self.deadlines.push_back((started + self.config.timeout, token));
+    }
+
+    /// Moves a probe on: writes the request once connected, reads the head once it comes.
+    fn on_event(&mut self, event: &mio::event::Event) {
+        let token = event.token();
+        if !self.holds(token) {
             return;
+        }
+        let (index, _) = slot_of(token);
+        let Slot { probe, request, head, .. } = &mut self.slots[index];
+        let Some(probe) = probe.as_mut() else { return };
+        if let Some(outcome) = step(probe, request, head, event) {
+            self.finish(index, outcome);
+        }
+    }
+
+    /// Fails the probes whose time is up, or judges what they read before it was.
+    fn time_out(&mut self, now: Instant) {
+        while let Some(&(at, token)) = self.deadlines.front() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop_front();
+            if self.holds(token) {
+                let (index, _) = slot_of(token);
+                let slot = &self.slots[index];
+                let expect = slot.probe.as_ref().map(|p| p.work.job.name.as_str());
+                let outcome = slot.head.stalled("timed out".into(), expect);
+                self.finish(index, outcome);
+            }
+        }
+    }
+
+    /// Closes a probe's connection, frees its slot and records its outcome.
+    fn finish(&mut self, index: usize, outcome: Outcome) {
+        let Some(InFlight { work, stream, started, .. }) = self.slots[index].probe.take() else { return };
+        // Closed before the store is asked; an answer left unread makes the close a reset.
+        drop(stream);
+        self.free.push(index);
+        self.in_flight -= 1;
+        self.record(work, started, outcome);
+    }
+
+    /// Counts, records and reports one probe's outcome, and plans the endpoint's next check.
+    fn record(&mut self, work: Work, started: Instant, outcome: Outcome) {
+        self.metrics.probe(outcome == Outcome::Pass, started.elapsed());
+        log::debug!("probe {} at {}: {:?}", work.job.name, work.job.address, outcome);
+        let applied = self.store.record_check(&work.job, &outcome, Instant::now(), SystemTime::now());
+        report(&work.job, &outcome, &applied);
+        if applied == Applied::Removed {
+            self.metrics.removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // A job whose endpoint is gone has nothing to plan.
+        if matches!(applied, Applied::Recorded { .. }) {
+            let due = next_due(work.due, work.first, self.config.interval, &self.spread, &work.job);
+            self.plan(Work { due, first: false, ..work });
         }
     }
 }
 
-impl Drop for Checker {
-    fn drop(&mut self) {
-        // Workers hold senders too, so the channel never disconnects by itself.
-        let _ = self.tx.send(Message::Stop);
+/// One probe's progress on `event`: its outcome when it is over.
+fn step(probe: &mut InFlight, request: &[u8], head: &mut HeadReader, event: &mio::event::Event) -> Option<Outcome> {
+    if probe.sent < request.len() {
+        if event.is_error() {
+            // The connect failed (refused, unreachable): the socket says why.
+            match probe.stream.take_error() {
+                Ok(Some(e)) | Err(e) => return Some(Outcome::Fail(describe(e))),
+                Ok(None) => {}
+            }
+        }
+        // One small write into a new connection's empty send buffer: it goes whole. Before
+        // the connect completes, the write would block: wait for the next event.
+        while probe.sent < request.len() {
+            match (&probe.stream).write(&request[probe.sent..]) {
+                Ok(0) => return Some(Outcome::Fail("connection closed before an answer".into())),
+                Ok(n) => probe.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Some(Outcome::Fail(describe(e))),
+            }
+        }
+        // Edge-triggered: an answer that came with this event must be read now; otherwise its
+        // own event will come.
+        if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+            return None;
+        }
+    }
+    let expect = Some(probe.work.job.name.as_str());
+    loop {
+        match head.advance(&mut Nonblocking(&probe.stream), expect) {
+            Ok(Some(outcome)) => return Some(outcome),
+            Ok(None) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Some(head.stalled(describe(e), expect)),
+        }
     }
 }
 
@@ -219,5 +457,280 @@ fn report(job: &CheckJob, outcome: &Outcome, applied: &Applied) {
         }
         (Applied::Removed, _) => log::info!("Removed {} at {}: critical for too long", job.name, job.address),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::GuardConfig;
+    use crate::health::Thresholds;
+    use common::validate::Valid;
+    use common::wire::Endpoint;
+    use std::net::{SocketAddr, TcpListener, TcpStream as StdStream};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    /// One checker at a time in this binary, so that counting its threads counts only its own.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    struct Setup {
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        checker: Checker,
+    }
+
+    fn start(interval: Duration, timeout: Duration) -> Setup {
+        let thresholds = Thresholds { failures_before_critical: 1, deregister_critical_after: Duration::from_secs(60) };
+        let store = Arc::new(Store::new(thresholds, 10_000, GuardConfig::default()));
+        let metrics = Arc::new(Metrics::default());
+        let config = CheckConfig { interval, timeout, ..CheckConfig::default() };
+        let checker = Checker::start(store.clone(), config, metrics.clone()).expect("the checker starts");
+        Setup { store, metrics, checker }
+    }
+
+    impl Setup {
+        fn register(&self, name: &str, address: SocketAddr) {
+            let valid = Valid { name: name.into(), address, tags: vec![], ttl: None };
+            let registered = self.store.register(valid, SystemTime::now()).expect("room in the store");
+            self.checker.check_now(registered.check_now.expect("a new endpoint is checked at once"));
+        }
+
+        /// Waits up to `within` for `name`'s record to satisfy `done`.
+        fn wait_for(&self, name: &str, within: Duration, done: impl Fn(&Endpoint) -> bool) -> Endpoint {
+            let t0 = Instant::now();
+            loop {
+                let record = self.store.get(name).expect("registered");
+                if done(&record) {
+                    return record;
+                }
+                assert!(t0.elapsed() < within, "waited {within:?} for {name}: {record:?}");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn probes(&self) -> u64 {
+            self.metrics.probes_passed.load(SeqCst) + self.metrics.probes_failed.load(SeqCst)
+        }
+    }
+
+    /// This process's threads named `check-*`, as the checker's threads are (and were: the
+    /// pool's `check-0` to `check-63` and `check-scheduler`). Test threads are named after
+    /// their test, `checker::tests::...`.
+    fn checker_threads() -> usize {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("Linux's /proc");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("check-"))
+            .count()
+    }
+
+    /// A loopback endpoint that answers every connection with `pieces` (50 ms apart) and
+    /// notes when each request came, until dropped.
+    struct Server {
+        addr: SocketAddr,
+        arrivals: Arc<Mutex<Vec<Instant>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Server {
+        fn answering(pieces: &'static [&'static [u8]]) -> Server {
+            Server::serving(move |mut s: StdStream| {
+                for (i, piece) in pieces.iter().enumerate() {
+                    if i > 0 {
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    let _ = s.write_all(piece);
+                }
+                // Wait for the prober to close first: the side that closes first is the one a
+                // FIN would leave in TIME_WAIT.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 256];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            })
+        }
+
+        /// Accepts every connection and holds it, never answering.
+        fn hung() -> Server {
+            let held = Arc::new(Mutex::new(Vec::new()));
+            Server::serving(move |s| held.lock().unwrap().push(s))
+        }
+
+        fn serving(serve: impl Fn(StdStream) + Send + Sync + 'static) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let arrivals = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = thread::spawn({
+                let (arrivals, stop) = (arrivals.clone(), stop.clone());
+                move || {
+                    let serve = Arc::new(serve);
+                    let t0 = Instant::now();
+                    // Bounded: a test that forgets to stop it is over by then.
+                    while !stop.load(SeqCst) && t0.elapsed() < Duration::from_secs(60) {
+                        let Ok((mut s, _)) = listener.accept() else {
+                            thread::sleep(Duration::from_millis(1));
+                            continue;
+                        };
+                        let _ = s.set_nonblocking(false);
+                        let serve = serve.clone();
+                        let arrivals = arrivals.clone();
+                        thread::spawn(move || {
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut buf = [0u8; 1024];
+                            if !matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                                return;
+                            }
+                            arrivals.lock().unwrap().push(Instant::now());
+                            serve(s);
+                        });
+                    }
+                }
+            });
+            Server { addr, arrivals, stop, thread: Some(thread) }
+        }
+
+        fn arrivals(&self) -> Vec<Instant> {
+            self.arrivals.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, SeqCst);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    const OK: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\nX-Instance-Name: web-1\r\nContent-Length: 3\r\n\r\nok\n"];
+
+    #[test]
+    fn the_checker_is_one_thread_and_dropping_it_ends_it() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(checker_threads(), 1);
+        drop(setup);
+        assert_eq!(checker_threads(), 0, "dropping the checker waits for its thread to end");
+    }
+
+    #[test]
+    fn a_new_endpoint_is_checked_at_once_and_a_refused_one_fails_fast() {
+        let _serial = one_at_a_time();
+        // An interval longer than the test: only the first check can be seen.
+        let setup = start(Duration::from_secs(30), Duration::from_secs(5));
+        let web = Server::answering(OK);
+        let t0 = Instant::now();
+        setup.register("web-1", web.addr);
+        setup.wait_for("web-1", Duration::from_secs(1), |r| r.status == Status::Passing);
+        let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        setup.register("gone", refused);
+        let record = setup.wait_for("gone", Duration::from_secs(1), |r| r.status == Status::Critical);
+        assert!(t0.elapsed() < Duration::from_secs(1), "first checks took {:?}", t0.elapsed());
+        assert!(record.last_error.unwrap_or_default().contains("refused"), "the error says why");
+        assert_eq!(setup.probes(), 2);
+    }
+
+    #[test]
+    fn a_silent_endpoint_fails_at_its_timeout() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_secs(30), Duration::from_millis(300));
+        let silent = Server::hung();
+        let t0 = Instant::now();
+        setup.register("silent", silent.addr);
+        let record = setup.wait_for("silent", Duration::from_secs(2), |r| r.status == Status::Critical);
+        assert!(t0.elapsed() >= Duration::from_millis(300), "failed after {:?}, before its timeout", t0.elapsed());
+        assert_eq!(record.last_error.as_deref(), Some("timed out"));
+        assert_eq!(silent.arrivals().len(), 1, "the request was sent");
+    }
+
+    #[test]
+    fn an_answer_naming_another_instance_is_taken_whole_or_in_pieces() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_secs(30), Duration::from_secs(2));
+        let whole = Server::answering(&[b"HTTP/1.1 200 OK\r\nX-Instance-Name: web-2\r\n\r\n"]);
+        let pieces = Server::answering(&[b"HTTP/1.1 200 OK\r\n", b"X-Instance-Name: web-2\r\n\r\n"]);
+        let stalled = Server::answering(&[b"HTTP/1.1 204 No Content\r\nServer: slow"]);
+        setup.register("web-1", whole.addr);
+        setup.register("web-x", pieces.addr);
+        setup.register("web-s", stalled.addr);
+        for name in ["web-1", "web-x"] {
+            let record = setup.wait_for(name, Duration::from_secs(2), |r| r.status == Status::Critical);
+            let error = record.last_error.unwrap_or_default();
+            assert!(error.contains("\"web-2\"") && error.contains("another instance"), "{name}: {error}");
+        }
+        // A head that stalls after its status line is judged on it at the timeout.
+        setup.wait_for("web-s", Duration::from_secs(4), |r| r.status == Status::Passing);
+    }
+
+    /// Sockets in TIME_WAIT whose remote end is `port` on 127.0.0.1 (Linux's /proc/net/tcp).
+    fn time_wait_towards(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let remote = format!("0100007F:{port:04X}");
+        table
+            .lines()
+            .filter(|line| {
+                let mut fields = line.split_whitespace();
+                fields.nth(2) == Some(&remote[..]) && fields.next() == Some("06")
+            })
+            .count()
+    }
+
+    #[test]
+    fn checks_leave_no_socket_in_time_wait() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
+        let web = Server::answering(OK);
+        setup.register("web-1", web.addr);
+        let t0 = Instant::now();
+        while setup.probes() < 5 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "5 checks within 5 s");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(setup.metrics.probes_failed.load(SeqCst), 0);
+        // Let the endpoint's threads see the resets. Counted before the checker stops: a probe
+        // abandoned in flight by the stop is closed before its answer, with a FIN.
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(time_wait_towards(web.addr.port()), 0, "the checker's sockets are reset, not left in TIME_WAIT");
+        drop(setup);
+    }
+
+    #[test]
+    fn five_hundred_hung_endpoints_do_not_delay_a_healthy_ones_checks() {
+        let _serial = one_at_a_time();
+        const HUNG: usize = 500;
+        let interval = Duration::from_millis(300);
+        // Longer than the test: every hung probe holds its place to the end.
+        let setup = start(interval, Duration::from_secs(10));
+        let hung = Server::hung();
+        for i in 0..HUNG {
+            setup.register(&format!("hung-{i:03}"), hung.addr);
+        }
+        let web = Server::answering(OK);
+        let registered = Instant::now();
+        setup.register("web-1", web.addr);
+        setup.wait_for("web-1", Duration::from_secs(1), |r| r.status == Status::Passing);
+        thread::sleep(Duration::from_secs(3));
+        let arrivals = web.arrivals();
+        let hung_requests = hung.arrivals().len();
+        assert_eq!(checker_threads(), 1, "one thread, with {hung_requests} probes waiting");
+        drop(setup);
+
+        assert!(hung_requests >= HUNG * 9 / 10, "the hung probes were in flight: {hung_requests} requests arrived");
+        let first = arrivals[0] - registered;
+        assert!(first < Duration::from_millis(500), "the first check came {first:?} after the registration");
+        let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+        let longest = gaps.iter().max().copied().unwrap_or_default();
+        eprintln!("{} checks of web-1 in 3 s, longest gap {longest:?}", arrivals.len());
+        assert!(arrivals.len() >= 9, "checked every {interval:?}: {gaps:?}");
+        // One interval, plus the probe and the time a loaded machine takes to wake a thread.
+        assert!(longest < interval + Duration::from_millis(250), "gaps: {gaps:?}");
     }
 }

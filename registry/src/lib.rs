@@ -14,7 +14,7 @@
 //! reads        listings, records, the page -> reply, state, views, store
 //! reply        answers on the wire         -> metrics, route, text
 //! state        the shared Registry         -> store, checker, views, access, metrics
-//! checker      one probe per endpoint      -> store, metrics, common::probe
+//! checker      one thread, every probe     -> store, metrics, common::probe
 //! views, page  cached renderings           -> store
 //! store        endpoints, the watch index  -> health, guard, text, common::wire
 //! metrics      counters, by Route          -> route

@@ -65,8 +65,8 @@ const SPEC: &[Flag] = &[
         name: "check-concurrency",
         env: "REGISTRY_CHECK_CONCURRENCY",
         value: "N",
-        default: "64",
-        help: "health checks in flight at once (worker threads)",
+        default: "1024",
+        help: "health checks in flight at once (each holds a socket until it ends)",
     },
     Flag {
         name: "max-endpoints",
@@ -196,7 +196,7 @@ fn config(values: &Values) -> Result<Config, FlagError> {
         check: CheckConfig {
             interval: duration("check-interval", defaults.check.interval)?,
             timeout: duration("check-timeout", defaults.check.timeout)?,
-            workers: count("check-concurrency", defaults.check.workers, 4096)?,
+            concurrency: count("check-concurrency", defaults.check.concurrency, 65536)?,
         },
         thresholds: Thresholds {
             failures_before_critical: count(

@@ -1173,7 +1173,11 @@ fn blocking_queries_beyond_the_cap_get_429_and_the_others_still_answer() {
 /// 500 ms critical, removals held when more than half of the passing fail, for at most `max_hold`.
 fn guard_config(max_hold: Duration) -> Config {
     Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_millis(300), workers: 16 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
+            concurrency: 16,
+        },
         thresholds: Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_millis(500) },
         guard: GuardConfig { share: 0.5, max_hold, ..GuardConfig::default() },
         ..config()
@@ -1291,7 +1295,7 @@ fn a_hold_releases_as_soon_as_most_pass_again_and_nothing_is_removed() {
 fn moving_a_name_between_hung_addresses_does_not_stall_other_checks() {
     let _serial = one_at_a_time();
     let config = Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(1), workers: 2 },
+        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(1), concurrency: 2 },
         ..config()
     };
     let registry = Registry::start(config);
@@ -1303,7 +1307,7 @@ fn moving_a_name_between_hung_addresses_does_not_stall_other_checks() {
     let fleet = Fleet::start(1);
     let t0 = Instant::now();
     registry.register("good", fleet.addrs[0], &[]);
-    // With 40 queued probes of 1 s each on 2 workers, waiting them out would take 20 s.
+    // With 40 queued probes of 1 s each, 2 in flight at once, waiting them out would take 20 s.
     registry.wait_for("good", "passing", Duration::from_secs(4));
     eprintln!("good passed {:?} after 40 moves of a hung Name", t0.elapsed());
 }

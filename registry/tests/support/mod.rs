@@ -32,7 +32,11 @@ pub fn config() -> Config {
     Config {
         api: "127.0.0.1:0".into(),
         http: "127.0.0.1:0".into(),
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_millis(500), workers: 8 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            concurrency: 8,
+        },
         thresholds: Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) },
         // Tests that remove things start removing at once; the warm-up has its own tests.
         warm_up: Duration::ZERO,
