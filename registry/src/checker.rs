@@ -616,6 +616,11 @@ mod tests {
     fn the_checker_is_one_thread_and_dropping_it_ends_it() {
         let _serial = one_at_a_time();
         let setup = start(Duration::from_millis(100), Duration::from_secs(1));
+        // A new thread names itself once it runs: give it a moment, bounded.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while checker_threads() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(checker_threads(), 1);
         drop(setup);
         assert_eq!(checker_threads(), 0, "dropping the checker waits for its thread to end");
