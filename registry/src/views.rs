@@ -184,10 +184,14 @@ impl Views {
         // Another reader may have built it while this one waited.
         let index = store.index();
         let capacity = {
-            let cache = self.lock();
+            let mut cache = self.lock();
             if let Some(hit) = cache.fresh(&key, index) {
                 return hit;
             }
+            // The stale rendering goes before the new one is built, not after: the two would
+            // otherwise be held together (and the new one twice while it is copied into its
+            // `Arc`), the peak of a registry that is read while it changes.
+            cache.remove(&key);
             // The store's lock is taken by render(), never with the cache's held.
             cache.unfiltered_len + cache.unfiltered_len / 16
         };

@@ -52,10 +52,8 @@ fn quoted(figure: &str) -> String {
     format!("quoted: {figure}")
 }
 
-/// The registry flags of deployments/service-registry.yaml that bound its memory, for the
-/// row that sets the manifest's figures (`-max-endpoints` is the fleet's size there).
-const MANIFEST_FLAGS: [&str; 4] =
-    ["-max-connections=128", "-max-watchers=64", "-check-concurrency=256", "-max-endpoints=10000"];
+/// The manifest whose memory limit and caps the "as deployed" row measures.
+const MANIFEST: &str = "deployments/service-registry.yaml";
 /// How long the manifest row reads and checks: 60 s of checks at the default interval.
 const SOAK: Duration = Duration::from_secs(60);
 
@@ -741,10 +739,18 @@ impl Bench<'_> {
     /// manifest's `limits: memory`.
     fn manifest_memory(&mut self) -> Result<(), String> {
         eprintln!("bench: RSS at the manifest's cap, {} s of checks and reads", SOAK.as_secs());
-        let flags: Vec<String> = MANIFEST_FLAGS.iter().map(|f| f.to_string()).collect();
+        let flags = manifest_flags(Path::new(MANIFEST));
+        // Full: as many endpoints as its cap allows, up to the fleet's 10,000.
+        let cap = flags
+            .iter()
+            .find_map(|f| f.strip_prefix("-max-endpoints=")?.parse::<usize>().ok())
+            .unwrap_or(FLEET)
+            .min(FLEET);
         let registry = self.registry(&flags, "manifest")?;
         let mut client = Client::new(registry.api, REQUEST_TIMEOUT);
-        register_all(&mut client, registry.api, "cap-", &self.ports)?;
+        register_all(&mut client, registry.api, "cap-", &self.ports[..cap])?;
+        wait_passing(&mut client, registry.api, cap, Duration::from_secs(30))?;
+        let before_reads = procs::memory(registry.pid())?.peak;
         let mut ui = Client::new(registry.ui, REQUEST_TIMEOUT);
         let start = Instant::now();
         let (mut most, mut reads, mut listing, mut page) = (0, 0, 0, 0);
@@ -764,17 +770,18 @@ impl Bench<'_> {
             .map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).map_or(0, |v| v.len()))
             .unwrap_or(0);
         let end = procs::memory(registry.pid());
-        let limit = manifest_memory_limit(Path::new("deployments/service-registry.yaml"));
+        let limit = manifest_memory_limit(Path::new(MANIFEST));
         let (target, limit_bytes) = match limit {
-            Some((text, bytes)) => (format!("≤ limits: memory = {text} (deployments/service-registry.yaml)"), bytes),
-            None => ("limits: memory not found in deployments/service-registry.yaml".into(), u64::MAX),
+            Some((text, bytes)) => (format!("peak ≤ limits: memory = {text} ({MANIFEST})"), bytes),
+            None => (format!("limits: memory not found in {MANIFEST}"), u64::MAX),
         };
         let (value, verdict) = match end {
             Ok(m) => (
                 format!(
-                    "peak (VmHWM) {}, most sampled {} , {} at the end; {} of {FLEET} passing at the end; {reads} reads \
-                     of {} KB (JSON) and {} KB (page)",
+                    "peak (VmHWM) {} ({} before the first read), most sampled {}, {} at the end; {} of {cap} passing \
+                     at the end; {reads} reads of {} KB (JSON) and {} KB (page)",
                     size(m.peak),
+                    size(before_reads),
                     size(most.max(m.rss)),
                     size(m.rss),
                     thousands(passing as f64),
@@ -786,9 +793,10 @@ impl Bench<'_> {
             Err(e) => (format!("not measured: {e}"), Verdict::Miss),
         };
         let metric = format!(
-            "registry RSS as deployed ({}), full: 10,000 endpoints checked every 5 s, JSON and page each read every \
-             second, {} s",
-            MANIFEST_FLAGS.join(" "),
+            "registry RSS as deployed ({MANIFEST}: {}), full: {} endpoints checked every 5 s, JSON and page each read \
+             every second, {} s",
+            flags.join(" "),
+            thousands(cap as f64),
             SOAK.as_secs()
         );
         self.report.row(MEMORY, &metric, value, &target, "", verdict);
@@ -1391,6 +1399,17 @@ fn median_f64(values: &[f64]) -> Option<f64> {
     bench::stats::percentile(&sorted, 50.0)
 }
 
+/// The registry's caps in a manifest's args (`- -max-...=N`, `- -check-...=N`): the flags
+/// that bound its memory, to start a registry as deployed.
+fn manifest_flags(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .filter(|f| f.starts_with("-max-") || f.starts_with("-check-"))
+        .map(|f| f.trim().to_string())
+        .collect()
+}
+
 /// The `limits: memory` of a Kubernetes manifest, as written and in bytes (`Mi`, `Gi`, `M`
 /// or plain bytes); the first container's.
 fn manifest_memory_limit(path: &Path) -> Option<(String, u64)> {
@@ -1463,6 +1482,12 @@ mod tests {
         assert_eq!(manifest_memory_limit(&path), Some(("24Mi".into(), 24 << 20)));
         std::fs::write(&path, "limits:\n  memory: lots\n").unwrap();
         assert_eq!(manifest_memory_limit(&path), None);
+        std::fs::write(
+            &path,
+            "args:\n  - -api=0.0.0.0:1\n  # note\n  - -max-endpoints=8000\n  - -check-concurrency=256\n",
+        )
+        .unwrap();
+        assert_eq!(manifest_flags(&path), ["-max-endpoints=8000", "-check-concurrency=256"]);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(manifest_memory_limit(Path::new("../deployments/service-registry.yaml")).is_some());
     }
