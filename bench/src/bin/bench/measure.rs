@@ -749,7 +749,19 @@ impl Bench<'_> {
         let registry = self.registry(&flags, "manifest")?;
         let mut client = Client::new(registry.api, REQUEST_TIMEOUT);
         register_all(&mut client, registry.api, "cap-", &self.ports[..cap])?;
-        wait_passing(&mut client, registry.api, cap, Duration::from_secs(30))?;
+        // All passing, asked without rendering the listing (that would be a read).
+        let settled = poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
+            let mut empty = true;
+            for path in ["/endpoints?status=pending", "/endpoints?status=critical"] {
+                let response =
+                    client.send_retry(&http::get(registry.api, path), true).map_err(|e| format!("GET {path}: {e}"))?;
+                empty &= response.body.trim_ascii() == b"[]";
+            }
+            Ok(empty)
+        })?;
+        if settled.is_none() {
+            return Err(format!("the {cap} endpoints at the manifest's cap were not all passing within 60 s"));
+        }
         let before_reads = procs::memory(registry.pid())?.peak;
         let mut ui = Client::new(registry.ui, REQUEST_TIMEOUT);
         let start = Instant::now();
