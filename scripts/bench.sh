@@ -9,6 +9,9 @@
 # Environment:
 #   BENCH_INSTALL_NGINX=1   install nginx with apt-get first (it is the ceiling of the read
 #                           figures); without it, nginx is used only if already installed.
+#   BENCH_GO_SEED=1         build the Go original with ../shared/anchors/go-seed/build.sh (next to
+#                           the repo, if there) into $GO_SEED_OUT (default /tmp/go-seed) and
+#                           measure it beside ours (`--go-seed DIR`). Its code is never copied here.
 #   CARGO_TARGET_DIR        honoured; default: the repo's target/.
 #
 # All traffic stays on 127.0.0.1. The driver starts every process it measures and stops each
@@ -33,12 +36,28 @@ if [[ ${BENCH_INSTALL_NGINX:-0} == 1 ]] && ! command -v nginx >/dev/null && [[ !
     ) || echo "bench.sh: could not install nginx; the table will say so" >&2
 fi
 
+go_seed=()
+if [[ ${BENCH_GO_SEED:-0} == 1 ]]; then
+    anchor=../shared/anchors/go-seed/build.sh
+    if [[ -x $anchor || -f $anchor ]]; then
+        out=${GO_SEED_OUT:-/tmp/go-seed}
+        echo "bench.sh: building the Go original into $out (BENCH_GO_SEED=1)" >&2
+        OUT=$out bash "$anchor" >&2
+        go_seed=(--go-seed "$out")
+    else
+        echo "bench.sh: BENCH_GO_SEED=1 but no $anchor next to the repo; measuring ours only" >&2
+    fi
+fi
+
 echo "bench.sh: building the static musl release binaries and the benchmark tools (if needed)" >&2
 cargo build --release --target "$musl" -p service-registry -p dynamic-port-server \
     --bin service-registry --bin dynamic-port-server >&2
 cargo build --release -p bench >&2
 
-# The fleet holds one descriptor per simulated server: as many as the hard limit allows.
+# The fleet holds one descriptor per simulated server: as many as the hard limit allows. The
+# Go original leaves each probe's connection open, so the fleet holds 10,000 more while it
+# checks: raise the hard limit where allowed (root), and go on with what there is otherwise.
+ulimit -Hn 65536 2>/dev/null || true
 hard=$(ulimit -Hn)
 [[ $hard == unlimited ]] && hard=65536
 ulimit -n "$hard"
@@ -53,4 +72,5 @@ exec "$target_dir/release/bench" \
     --server "$release/dynamic-port-server" \
     --fleet "$target_dir/release/fleet" \
     --loadgen "$target_dir/release/loadgen" \
+    "${go_seed[@]}" \
     "$@"

@@ -63,9 +63,18 @@ impl Running<'_> {
 }
 
 enum Stage {
-    Write { written: usize },
+    Write {
+        written: usize,
+    },
     Head,
-    Body { left: usize },
+    Body {
+        left: usize,
+    },
+    /// A chunked body (the Go original's page): `left` bytes of the current chunk and its
+    /// CRLF still to skip; `conn.head` holds what has arrived and is not yet parsed.
+    Chunked {
+        left: usize,
+    },
 }
 
 struct Conn {
@@ -244,7 +253,16 @@ fn step(plan: &Running, conn: &mut Conn) -> io::Result<Step> {
                 let length = match head.length {
                     Length::Fixed(n) => n,
                     Length::None => 0,
-                    Length::Chunked => return Err(invalid("chunked answers are not timed by loadgen")),
+                    Length::Chunked => {
+                        if !head.keep_alive {
+                            return Err(invalid("answer not reusable as keep-alive"));
+                        }
+                        conn.status = head.status;
+                        conn.length = 0;
+                        conn.head.drain(..at + 4);
+                        conn.stage = Stage::Chunked { left: 0 };
+                        continue;
+                    }
                 };
                 let arrived = conn.head.len() - (at + 4);
                 if arrived > length || !head.keep_alive {
@@ -255,6 +273,47 @@ fn step(plan: &Running, conn: &mut Conn) -> io::Result<Step> {
                 conn.stage = Stage::Body { left: length - arrived };
             }
             Stage::Body { left: 0 } => return Ok(Step::Answered),
+            Stage::Chunked { left } => {
+                if left > 0 && !conn.head.is_empty() {
+                    let n = left.min(conn.head.len());
+                    conn.head.drain(..n);
+                    conn.stage = Stage::Chunked { left: left - n };
+                    continue;
+                }
+                if left == 0 {
+                    if let Some(at) = find(&conn.head, b"\r\n") {
+                        let line = std::str::from_utf8(&conn.head[..at]).map_err(|_| invalid("bad chunk size"))?;
+                        let hex = line.split(';').next().unwrap_or_default().trim();
+                        let size = usize::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))?;
+                        if size == 0 {
+                            // The last chunk; no trailers expected, only the closing CRLF.
+                            if conn.head.len() < at + 4 {
+                                // Wait for it below.
+                            } else {
+                                if conn.head.len() > at + 4 {
+                                    return Err(invalid("answer not reusable as keep-alive"));
+                                }
+                                conn.head.clear();
+                                return Ok(Step::Answered);
+                            }
+                        } else {
+                            conn.head.drain(..at + 2);
+                            conn.length += size;
+                            conn.stage = Stage::Chunked { left: size + 2 };
+                            continue;
+                        }
+                    } else if conn.head.len() > MAX_HEAD {
+                        return Err(invalid("chunk size line over 64 KiB"));
+                    }
+                }
+                let mut buf = [0u8; 16384];
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, "server closed the connection")),
+                    Ok(n) => conn.head.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Step::Blocked),
+                    Err(e) => return Err(e),
+                }
+            }
             Stage::Body { left } => match crate::sys::discard_arrived(&conn.stream, left) {
                 Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, "server closed the connection")),
                 Ok(n) => conn.stage = Stage::Body { left: left - n.min(left) },
@@ -361,5 +420,27 @@ mod tests {
         let outcome = run(&plan, 2, || {}).unwrap();
         assert_eq!((outcome.latencies.len(), outcome.errors), (0, 50));
         assert_eq!(outcome.statuses, vec![(503, 50)]);
+    }
+
+    #[test]
+    fn chunked_answers_are_read_to_their_end_and_timed() {
+        // The Go original's page: chunked, in pieces of many sizes, a chunk extension once.
+        let target = serve(|n| {
+            let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for size in [1, 4096, 10_000 + n % 7] {
+                answer.extend_from_slice(format!("{size:x};x=y\r\n").as_bytes());
+                answer.resize(answer.len() + size, b'x');
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+            Some(answer)
+        });
+        let requests = vec![crate::http::get(target, "/")];
+        let next = AtomicU64::new(0);
+        let plan = plan_for(target, &requests, &next, 200);
+        let outcome = run(&plan, 4, || {}).unwrap();
+        assert_eq!(outcome.errors, 0);
+        assert_eq!(outcome.latencies.len(), 200);
+        assert!(outcome.body_bytes >= 200 * 14_097, "{}", outcome.body_bytes);
     }
 }

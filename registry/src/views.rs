@@ -5,25 +5,50 @@
 //! check only moves `LastCheck`, and at 10,000 endpoints that happens 2,000 times a second;
 //! re-rendering for each would make the cache useless, so a rendering is also kept until it is
 //! [`MAX_AGE`] old, and `LastCheck` may lag by that much.
+//!
+//! Memory is bounded by the store, never by the readers: filters come from clients' query
+//! strings, so what the cache holds is counted in bytes. The unfiltered JSON and the page are
+//! always kept (one each); filtered renderings only while their total stays within
+//! [`filtered_budget`] (the unfiltered listing's size, at least [`FILTERED_FLOOR`]), so the
+//! whole cache holds at most about three listings' worth. Renderings are built one at a time
+//! (a reader who finds the rendering it wants missing waits for the one being built, then
+//! looks again), so a crowd of readers arriving together after a change builds one, not one
+//! each.
 
 use crate::page;
 use crate::store::{Filter, Store};
 use common::wire::Status;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How stale `LastCheck` may be in a cached rendering.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 
-/// Distinct listings kept at once. Filters come from clients, so the cache must not grow with
-/// them; past this many it starts again empty.
-const MAX_CACHED: usize = 32;
+/// Distinct filtered listings kept at once, however small: a bound on the map's own size.
+const MAX_FILTERED: usize = 32;
+
+/// The least room filtered renderings get, so that small registries cache a few filters
+/// even when their full listing is tiny.
+const FILTERED_FLOOR: usize = 1 << 20;
+
+/// Room for filtered renderings: as much as the unfiltered listing takes (a filter selects
+/// from it, so one filtered rendering never needs more), and at least [`FILTERED_FLOOR`].
+fn filtered_budget(unfiltered_len: usize) -> usize {
+    unfiltered_len.max(FILTERED_FLOOR)
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Key {
     Json(Option<Status>, Vec<String>),
     Page,
+}
+
+impl Key {
+    /// The two renderings always kept: `GET /endpoints` and the page.
+    fn is_filtered(&self) -> bool {
+        matches!(self, Key::Json(status, tags) if status.is_some() || !tags.is_empty())
+    }
 }
 
 /// A rendered body and the watch index it reflects.
@@ -33,26 +58,103 @@ pub struct Rendered {
     pub body: Arc<[u8]>,
 }
 
+struct Entry {
+    at: Instant,
+    rendered: Rendered,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Key, Entry>,
+    /// Bytes of the filtered renderings in `entries`.
+    filtered_bytes: usize,
+    /// Length of the last unfiltered JSON rendering: the budget's measure, and the capacity a
+    /// new JSON rendering starts with.
+    unfiltered_len: usize,
+}
+
+impl Cache {
+    fn fresh(&self, key: &Key, index: u64) -> Option<Rendered> {
+        let entry = self.entries.get(key)?;
+        (entry.rendered.index == index && entry.at.elapsed() < MAX_AGE).then(|| entry.rendered.clone())
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.entries.remove(key) {
+            if key.is_filtered() {
+                self.filtered_bytes -= old.rendered.body.len();
+            }
+        }
+    }
+
+    /// Keeps `rendered` under `key` if the budget allows: filtered renderings make room by
+    /// evicting other filtered ones (stale ones first), and one that cannot fit is not kept.
+    fn insert(&mut self, key: Key, rendered: Rendered, index: u64) {
+        self.remove(&key);
+        let len = rendered.body.len();
+        if key == Key::Json(None, Vec::new()) {
+            self.unfiltered_len = len;
+        }
+        if key.is_filtered() {
+            let budget = filtered_budget(self.unfiltered_len);
+            if len > budget {
+                return;
+            }
+            // Stale ones first: they would be rendered again anyway.
+            let mut victims: Vec<(bool, Key)> = self
+                .entries
+                .iter()
+                .filter(|(k, _)| k.is_filtered())
+                .map(|(k, e)| (e.rendered.index == index && e.at.elapsed() < MAX_AGE, k.clone()))
+                .collect();
+            victims.sort_by_key(|(fresh, _)| *fresh);
+            let mut victims = victims.into_iter();
+            let filtered_count = |c: &Cache| c.entries.keys().filter(|k| k.is_filtered()).count();
+            while self.filtered_bytes + len > budget || filtered_count(self) >= MAX_FILTERED {
+                match victims.next() {
+                    Some((_, k)) => self.remove(&k),
+                    None => return,
+                }
+            }
+            self.filtered_bytes += len;
+        }
+        self.entries.insert(key, Entry { at: Instant::now(), rendered });
+    }
+
+    /// Bytes held by every rendering in the cache.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.entries.values().map(|e| e.rendered.body.len()).sum()
+    }
+}
+
 /// The cache of rendered listings.
 #[derive(Default)]
 pub struct Views {
-    cache: Mutex<HashMap<Key, (Instant, Rendered)>>,
+    cache: Mutex<Cache>,
+    /// Held while a rendering is built: one at a time.
+    rendering: Mutex<()>,
 }
 
 impl Views {
     /// `GET /endpoints` with `filter`, as JSON.
     pub fn endpoints(&self, store: &Store, filter: &Filter) -> Rendered {
         let key = Key::Json(filter.status, filter.tags.clone());
-        self.cached(store, key, || {
+        self.cached(store, key, |capacity| {
             let snapshot = store.list(filter);
-            let body = serde_json::to_vec(&snapshot.records).unwrap_or_else(|_| b"[]".to_vec());
+            // Pre-sized from the last unfiltered rendering, so the body is not copied as it
+            // grows; a filtered one fits in that (pages not written are never touched).
+            let mut body = Vec::with_capacity(capacity);
+            if serde_json::to_writer(&mut body, &snapshot.records).is_err() {
+                body = b"[]".to_vec();
+            }
             Rendered { index: snapshot.index, body: body.into() }
         })
     }
 
     /// The HTML page.
     pub fn page(&self, store: &Store) -> Rendered {
-        self.cached(store, Key::Page, || {
+        self.cached(store, Key::Page, |_| {
             let snapshot = store.list(&Filter::default());
             let hold = store.eviction_hold().map(|hold| {
                 format!(
@@ -72,24 +174,119 @@ impl Views {
         })
     }
 
-    fn cached(&self, store: &Store, key: Key, render: impl FnOnce() -> Rendered) -> Rendered {
+    /// The cached rendering for `key` if it is current, else a new one from `render`, which is
+    /// given the capacity to start with.
+    fn cached(&self, store: &Store, key: Key, render: impl FnOnce(usize) -> Rendered) -> Rendered {
+        if let Some(hit) = self.lock().fresh(&key, store.index()) {
+            return hit;
+        }
+        let _one_at_a_time = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
+        // Another reader may have built it while this one waited.
         let index = store.index();
-        if let Some((at, hit)) = self.lock().get(&key) {
-            if hit.index == index && at.elapsed() < MAX_AGE {
-                return hit.clone();
+        let capacity = {
+            let mut cache = self.lock();
+            if let Some(hit) = cache.fresh(&key, index) {
+                return hit;
             }
-        }
-        // Render with no lock held; two readers may render the same version, which is harmless.
-        let rendered = render();
-        let mut cache = self.lock();
-        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
-            cache.clear();
-        }
-        cache.insert(key, (Instant::now(), rendered.clone()));
+            // The stale rendering goes before the new one is built, not after: the two would
+            // otherwise be held together (and the new one twice while it is copied into its
+            // `Arc`), the peak of a registry that is read while it changes.
+            cache.remove(&key);
+            // The store's lock is taken by render(), never with the cache's held.
+            cache.unfiltered_len + cache.unfiltered_len / 16
+        };
+        let rendered = render(capacity);
+        self.lock().insert(key, rendered.clone(), store.index());
         rendered
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, Rendered)>> {
+    fn lock(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::GuardConfig;
+    use crate::health::Thresholds;
+    use common::validate::Valid;
+    use std::time::SystemTime;
+
+    fn store_of(n: usize) -> Store {
+        let store = Store::new(Thresholds::default(), n, GuardConfig::default());
+        for i in 0..n {
+            let valid = Valid {
+                name: format!("endpoint-{i:05}"),
+                address: format!("10.0.{}.{}:8080", i / 250, i % 250 + 1).parse().unwrap(),
+                tags: vec![format!("tag{}", i % 20), "web".into()],
+                ttl: None,
+            };
+            store.register(valid, SystemTime::now()).unwrap();
+        }
+        store
+    }
+
+    fn filter(status: Option<Status>, tags: &[String]) -> Filter {
+        Filter { status, tags: tags.to_vec() }
+    }
+
+    #[test]
+    fn many_distinct_filters_cannot_grow_the_cache_past_its_budget() {
+        let store = store_of(8_000);
+        let views = Views::default();
+        let full = views.endpoints(&store, &Filter::default()).body.len();
+        let page = views.page(&store).body.len();
+        assert!(full > FILTERED_FLOOR, "the test wants a listing larger than the floor: {full}");
+        let limit = full + page + filtered_budget(full);
+        // Every tag alone, with a status, and pairs: hundreds of distinct query strings, most
+        // of them as large as the whole listing ("web" matches every endpoint).
+        let mut tags: Vec<Vec<String>> = (0..20).map(|t| vec![format!("tag{t}")]).collect();
+        tags.push(vec!["web".into()]);
+        tags.extend((0..20).map(|t| vec![format!("tag{t}"), "web".into()]));
+        let mut most = 0;
+        for status in [None, Some(Status::Pending), Some(Status::Passing), Some(Status::Critical)] {
+            for t in &tags {
+                let answer = views.endpoints(&store, &filter(status, t));
+                assert!(!answer.body.is_empty());
+                let cache = views.lock();
+                most = most.max(cache.bytes());
+                assert_eq!(cache.filtered_bytes, cache.bytes() - full - page, "the count matches the entries");
+                assert!(cache.entries.len() <= MAX_FILTERED + 2);
+            }
+        }
+        assert!(most <= limit, "the cache held {most} bytes, over its budget of {limit}");
+        // The two always-kept renderings are still there, and answers are still right.
+        let cache = views.lock();
+        assert!(cache.entries.contains_key(&Key::Page));
+        assert!(cache.entries.contains_key(&Key::Json(None, Vec::new())));
+    }
+
+    #[test]
+    fn a_filtered_rendering_larger_than_the_budget_is_answered_but_not_kept() {
+        let mut cache = Cache { unfiltered_len: 10, ..Cache::default() };
+        let big = Rendered { index: 1, body: vec![b'x'; FILTERED_FLOOR + 1].into() };
+        let key = Key::Json(Some(Status::Passing), Vec::new());
+        cache.insert(key.clone(), big, 1);
+        assert!(!cache.entries.contains_key(&key));
+        assert_eq!(cache.filtered_bytes, 0);
+        let small = Rendered { index: 1, body: vec![b'x'; 100].into() };
+        cache.insert(key.clone(), small, 1);
+        assert_eq!(cache.filtered_bytes, 100);
+        cache.insert(key, Rendered { index: 2, body: vec![b'y'; 50].into() }, 2);
+        assert_eq!(cache.filtered_bytes, 50, "a replaced rendering's bytes are given back");
+    }
+
+    #[test]
+    fn a_rendering_is_reused_until_the_index_moves() {
+        let store = store_of(3);
+        let views = Views::default();
+        let first = views.endpoints(&store, &Filter::default());
+        let again = views.endpoints(&store, &Filter::default());
+        assert!(Arc::ptr_eq(&first.body, &again.body));
+        store.deregister("endpoint-00000");
+        let after = views.endpoints(&store, &Filter::default());
+        assert!(after.index > first.index);
+        assert!(!String::from_utf8_lossy(&after.body).contains("endpoint-00000"));
     }
 }

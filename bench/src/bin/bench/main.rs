@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! bench [--quick] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH]
-//!       [--nginx PATH|none] [--keep-logs]
+//!       [--nginx PATH|none] [--go-seed DIR] [--keep-logs]
 //! ```
+//!
+//! `--go-seed DIR`: the Go original's `service-registry` and `dynamic-port-server`, as
+//! `/work/shared/anchors/go-seed/build.sh` builds them; its registration, memory and page
+//! figures are then measured in the same run, with the same load, and set beside ours.
 
 #![forbid(unsafe_code)]
 mod measure;
@@ -19,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: bench [--quick] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH] \
-[--nginx PATH|none] [--keep-logs]";
+[--nginx PATH|none] [--go-seed DIR] [--keep-logs]";
 
 /// What the driver is told.
 pub struct Options {
@@ -30,6 +34,8 @@ pub struct Options {
     pub loadgen: PathBuf,
     /// `None`: nginx is not installed or not wanted.
     pub nginx: Option<PathBuf>,
+    /// The Go original's `service-registry`, when it is to be measured beside ours.
+    pub go_registry: Option<PathBuf>,
     pub keep_logs: bool,
 }
 
@@ -77,6 +83,7 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
         fleet: here.join("fleet"),
         loadgen: here.join("loadgen"),
         nginx: find_nginx(),
+        go_registry: None,
         keep_logs: false,
     };
     let mut args = Args::new(argv);
@@ -89,6 +96,18 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
             "--fleet" => options.fleet = args.value()?.into(),
             "--loadgen" => options.loadgen = args.value()?.into(),
             "--nginx" => options.nginx = Some(args.value()?).filter(|v| v != "none").map(PathBuf::from),
+            "--go-seed" => {
+                let dir = PathBuf::from(args.value()?);
+                for binary in ["service-registry", "dynamic-port-server"] {
+                    if !dir.join(binary).is_file() {
+                        return Err(format!(
+                            "--go-seed: no {binary} in {} (build it: OUT={0} /work/shared/anchors/go-seed/build.sh)",
+                            dir.display()
+                        ));
+                    }
+                }
+                options.go_registry = Some(dir.join("service-registry"));
+            }
             "-h" | "--help" => return Ok(None),
             _ => return Err(args.unknown()),
         }

@@ -366,6 +366,48 @@ pub fn output(name: &str, command: &mut Command, limit: Duration) -> Option<Stri
     status.filter(ExitStatus::success).map(|_| text)
 }
 
+/// A running Go original (`service-registry` from `/work/shared/anchors/go-seed/build.sh`),
+/// for side-by-side figures. It says nothing about where it listens, so it is given two
+/// loopback ports that were free a moment before.
+pub struct GoRegistry {
+    pub proc: Proc,
+    /// Where `POST /register` goes (`-api`).
+    pub api: SocketAddr,
+    /// The page (`-http`).
+    pub ui: SocketAddr,
+}
+
+impl GoRegistry {
+    /// Starts it with its log going to `log`; returns once both listeners accept.
+    pub fn start(binary: &Path, log: &Path) -> Result<GoRegistry, String> {
+        let free = || -> Result<SocketAddr, String> {
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())
+        };
+        let (api, ui) = (free()?, free()?);
+        let mut command = Command::new(binary);
+        command
+            .args(["-api", &api.to_string(), "-http", &ui.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(log).map_err(|e| format!("{}: {e}", log.display()))?);
+        let mut proc = Proc::spawn("the Go service-registry", &mut command, false)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for addr in [api, ui] {
+            while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+                if Instant::now() > deadline || proc.wait_for(Duration::ZERO).is_some() {
+                    return Err(format!("the Go service-registry did not listen on {addr} (see {})", log.display()));
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(GoRegistry { proc, api, ui })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
