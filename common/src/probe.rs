@@ -256,6 +256,12 @@ fn parse_status_line(line: &[u8]) -> Result<u16, String> {
     }
 }
 
+// The std-only helpers every crate's tests share (that file says why it is included by path).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/src/shared.rs"]
+mod test_shared;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,17 +309,7 @@ mod tests {
         }
     }
 
-    /// Sockets in TIME_WAIT whose remote end is `port` on 127.0.0.1 (Linux's /proc/net/tcp).
-    fn time_wait_towards(port: u16) -> usize {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let remote = format!("0100007F:{port:04X}");
-        table
-            .lines()
-            .filter(|line| {
-                line.split_whitespace().nth(2) == Some(&remote[..]) && line.split_whitespace().nth(3) == Some("06")
-            })
-            .count()
-    }
+    use super::test_shared::time_wait_towards;
 
     #[test]
     fn probes_leave_no_socket_in_time_wait() {

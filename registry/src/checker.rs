@@ -460,6 +460,12 @@ fn report(job: &CheckJob, outcome: &Outcome, applied: &Applied) {
     }
 }
 
+// The std-only helpers every crate's tests share (that file says why it is included by path).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/src/shared.rs"]
+mod test_shared;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,18 +681,7 @@ mod tests {
         setup.wait_for("web-s", Duration::from_secs(4), |r| r.status == Status::Passing);
     }
 
-    /// Sockets in TIME_WAIT whose remote end is `port` on 127.0.0.1 (Linux's /proc/net/tcp).
-    fn time_wait_towards(port: u16) -> usize {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let remote = format!("0100007F:{port:04X}");
-        table
-            .lines()
-            .filter(|line| {
-                let mut fields = line.split_whitespace();
-                fields.nth(2) == Some(&remote[..]) && fields.next() == Some("06")
-            })
-            .count()
-    }
+    use super::test_shared::time_wait_towards;
 
     #[test]
     fn checks_leave_no_socket_in_time_wait() {

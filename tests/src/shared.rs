@@ -1,5 +1,6 @@
 //! Test helpers that need nothing but `std`, shared by the tests of every crate in the
-//! workspace: polling with a deadline, and running a command line to completion.
+//! workspace: polling with a deadline, running a command line to completion, and counting
+//! sockets left in TIME_WAIT.
 //!
 //! One copy, reached from three crates. The end-to-end crate has it as its module `shared`; the
 //! registry's and the server's test binaries include this very file with `#[path]`, because
@@ -33,4 +34,18 @@ pub fn run(program: impl AsRef<OsStr>, args: &[&str]) -> (Option<i32>, String, S
     let program = program.as_ref();
     let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"));
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Sockets in TIME_WAIT whose remote end is `port` on 127.0.0.1 (Linux's /proc/net/tcp): what a
+/// prober that closes with FIN instead of RST leaves behind.
+pub fn time_wait_towards(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            fields.nth(2) == Some(&remote[..]) && fields.next() == Some("06")
+        })
+        .count()
 }
