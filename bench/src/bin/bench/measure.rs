@@ -1454,6 +1454,21 @@ fn image_size(name: &str, version: &str) -> Option<(u64, u64)> {
     None
 }
 
+/// Waits, at most 60 s, until nothing registered is pending or critical, asking with filters
+/// that match nothing once all pass: the whole listing is never rendered, so the wait reads
+/// nothing that would count in the registry's memory.
+fn wait_all_passing(client: &mut Client, api: SocketAddr, what: &str) -> Result<(), String> {
+    let settled = poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        let mut empty = true;
+        for path in ["/endpoints?status=pending", "/endpoints?status=critical"] {
+            let response = client.send_retry(&http::get(api, path), true).map_err(|e| format!("GET {path}: {e}"))?;
+            empty &= response.body.trim_ascii() == b"[]";
+        }
+        Ok(empty)
+    })?;
+    settled.map(|_| ()).ok_or_else(|| format!("{what} were not all passing within 60 s"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1492,19 +1507,4 @@ mod tests {
         let large = procs::Memory { rss: 3 << 20, peak: 3 << 20 };
         assert_eq!(rss_figure(Ok(large), 2 << 20, |m| size(m.rss)).1, Verdict::Miss);
     }
-}
-
-/// Waits, at most 60 s, until nothing registered is pending or critical, asking with filters
-/// that match nothing once all pass: the whole listing is never rendered, so the wait reads
-/// nothing that would count in the registry's memory.
-fn wait_all_passing(client: &mut Client, api: SocketAddr, what: &str) -> Result<(), String> {
-    let settled = poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
-        let mut empty = true;
-        for path in ["/endpoints?status=pending", "/endpoints?status=critical"] {
-            let response = client.send_retry(&http::get(api, path), true).map_err(|e| format!("GET {path}: {e}"))?;
-            empty &= response.body.trim_ascii() == b"[]";
-        }
-        Ok(empty)
-    })?;
-    settled.map(|_| ()).ok_or_else(|| format!("{what} were not all passing within 60 s"))
 }
