@@ -7,6 +7,7 @@
 #   scripts/local-cluster.sh status              what runs
 #   scripts/local-cluster.sh kubectl ARGS...     kubectl inside the cluster's network namespace
 #   scripts/local-cluster.sh load-images IMAGE...  podman images (NAME:TAG) into the cluster
+#   scripts/local-cluster.sh exec CMD...         a command inside that namespace (curl, chromium)
 #   scripts/local-cluster.sh build               only the build step of `up`
 #
 # Env: DP_CLUSTER_CACHE (/var/cache/dynamic-ports-cluster): the build and the cluster's state,
@@ -653,7 +654,11 @@ case ${1:-} in
     down) down ;;
     status) status ;;
     build) build ;;
-    kubectl) shift; [[ -e /run/netns/$NODE_NS ]] || die "the cluster is not up"; kctl "$@" ;;
+    # exec all the way down: the caller's $! is kubectl itself (a port-forward can be stopped).
+    kubectl) shift; [[ -e /run/netns/$NODE_NS ]] || die "the cluster is not up"
+        exec nsenter --net="/run/netns/$NODE_NS" -- "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@" ;;
+    exec) shift; [[ -e /run/netns/$NODE_NS ]] || die "the cluster is not up"
+        exec nsenter --net="/run/netns/$NODE_NS" -- "$@" ;;
     load-images) shift; load_images "$@" ;;
-    *) sed -n '2,10s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,11s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac
