@@ -59,6 +59,7 @@ SOCK=$RUN/containerd/containerd.sock
 # (pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables).
 HOST_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
     kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+HOST_DIRS=(/var/log/pods /var/log/containers /var/lib/kubelet /run/netns)
 # Start order; `down` stops them in reverse.
 DAEMONS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
@@ -205,8 +206,9 @@ save_host_state() {
     fi
     if [[ ! -f $SAVED_HOST ]]; then
         {
-            # The kubelet hard-codes its log dirs; remove them in `down` only if it made them.
-            for d in /var/log/pods /var/log/containers; do [[ -e $d ]] && echo "existed $d"; done
+            # Paths the kubelet hard-codes (its log dirs, device-plugins under /var/lib/kubelet)
+            # and /run/netns (made by `ip netns add`): `down` removes them only if they are new.
+            for d in "${HOST_DIRS[@]}"; do [[ -e $d ]] && echo "existed $d"; done
             # Network namespaces from before: `down` removes only CNI ones made since.
             for n in /run/netns/cni-*; do [[ -e $n ]] && echo "netns $n"; done
         } >"$SAVED_HOST.tmp" || true
@@ -455,6 +457,7 @@ up() {
     start_daemon kubelet "$BIN/kubelet" --config="$RUN/kubelet/config.yaml" \
         --kubeconfig="$RUN/kubelet.kubeconfig" --root-dir="$RUN/kubelet" \
         --container-runtime=remote --container-runtime-endpoint="unix://$SOCK" \
+        --cert-dir="$RUN/kubelet/pki" \
         --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --pod-infra-container-image="$PAUSE_IMAGE"
     # Conntrack values 0: kube-proxy leaves the host-wide conntrack settings alone.
     start_daemon kube-proxy "$BIN/kube-proxy" --kubeconfig="$RUN/kube-proxy.kubeconfig" \
@@ -518,6 +521,14 @@ pids_with_arg() { # PIDs whose command line contains STRING (our cache path: our
     return 0
 }
 
+shim_pids() { # containerd's shims for this cluster: they carry its socket path
+    local pid
+    for pid in $(pids_with_arg "$SOCK"); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == containerd-shim* ]] && echo "$pid"
+    done
+    return 0
+}
+
 kill_and_wait() { # SIGNAL SECONDS PID...
     local sig=$1 seconds=$2 i
     shift 2
@@ -563,7 +574,7 @@ down() {
     done
     # containerd's shims carry its socket path in their arguments.
     # shellcheck disable=SC2046
-    kill_and_wait TERM 5 $(pids_with_arg "$SOCK") || kill_and_wait KILL 5 $(pids_with_arg "$SOCK") || true
+    kill_and_wait TERM 5 $(shim_pids) || kill_and_wait KILL 5 $(shim_pids) || true
     for d in containerd kube-apiserver etcd; do stop_daemon "$d"; done
     # Anything else started from this cache (a daemon whose PID file was lost).
     # shellcheck disable=SC2046
@@ -613,8 +624,16 @@ restore_host_state() {
         rm -f "$SAVED_SYSCTLS"
     fi
     if [[ -f $SAVED_HOST ]]; then
-        for d in /var/log/pods /var/log/containers; do
-            grep -qx "existed $d" "$SAVED_HOST" || rm -rf "$d"
+        for d in "${HOST_DIRS[@]}"; do
+            grep -qx "existed $d" "$SAVED_HOST" && continue
+            if [[ $d == /run/netns ]]; then
+                # `ip netns add` made it a mount point of its own; remove it only when empty.
+                [[ -d $d && -z $(ls -A "$d") ]] || continue
+                umount "$d" 2>/dev/null || true
+                rmdir "$d" 2>/dev/null || true
+            else
+                rm -rf "$d"
+            fi
         done
         rm -f "$SAVED_HOST"
     fi
@@ -631,9 +650,7 @@ status() {
             printf '  %-24s stopped\n' "$d"
         fi
     done
-    local shims
-    shims=$(pids_with_arg "$SOCK" | grep -cv "^$(cat "$RUN/pids/containerd.pid" 2>/dev/null || echo x)$" || true)
-    echo "  containerd shims         $shims"
+    echo "  containerd shims         $(shim_pids | wc -l)"
     for d in "$NODE_NS" "$DEAD_NS"; do
         [[ -e /run/netns/$d ]] && echo "  netns $d exists" || echo "  netns $d absent"
     done
