@@ -50,7 +50,7 @@ step() {
     local t
     t=$(now_ms)
     if [[ -n $STEP_NAME ]]; then
-        TIMINGS+=("$(printf '%-52s %7.1fs' "$STEP_NAME" "$(((t - STEP_T0) / 100))e-1")")
+        TIMINGS+=("$(printf '%-66s %7.1fs' "$STEP_NAME" "$(((t - STEP_T0) / 100))e-1")")
     fi
     STEP_NAME=$1
     STEP_T0=$t
@@ -60,7 +60,7 @@ print_timings() {
     echo
     echo "===== timings"
     printf '  %s\n' "${TIMINGS[@]}"
-    printf '  %-52s %7.1fs\n' total "$((($(now_ms) - T0) / 100))e-1"
+    printf '  %-66s %7.1fs\n' total "$((($(now_ms) - T0) / 100))e-1"
 }
 
 if [[ ${DP_E2E_USE_KUBECONFIG:-} == 1 && -n ${KUBECONFIG:-} ]]; then
@@ -264,7 +264,7 @@ probes_ok() {
 check "3 server pods Ready through the exec probes, 0 restarts" wait_until 30 probes_ok
 
 step "a deleted server pod leaves the list"
-victim=$(server_pods | head -n 1)
+victim=$(endpoints '?status=passing' | jq -r '.[0].Name')
 gone() { ! endpoints '' 1 | jq -e --arg n "$victim" 'any(.[]; .Name == $n)' >/dev/null; }
 t=$(now_ms)
 kubectl delete pod "$victim" --wait=false >/dev/null
@@ -277,7 +277,8 @@ fi
 check "3 passing again after the replacement" wait_until 60 n_passing_on_node 3
 
 step "a SIGKILLed server process: critical, then back on a new port"
-victim=$(server_pods | head -n 1)
+# One that is listed and passing (the pod deleted above may still be terminating).
+victim=$(endpoints '?status=passing' | jq -r '.[0].Name')
 old=$(record_of "$victim" | jq -r .Address)
 kill_server() {
     local cid pid

@@ -513,11 +513,15 @@ pids_in_our_cgroups() { # every process in the kubelet's /kubepods cgroups
 }
 
 pids_with_arg() { # PIDs whose command line contains STRING (our cache path: ours only)
-    local d
-    for d in /proc/[0-9]*; do
-        [[ -r $d/cmdline ]] || continue
-        tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$1" && echo "${d#/proc/}"
-    done
+    local f pid
+    # One grep over every command line, then a second look at the few it names: grep's own
+    # command line holds STRING too, and it has exited by then.
+    # STRING is a path: no spaces, so the NULs between arguments do not matter.
+    while read -r f; do
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        [[ $pid != "$BASHPID" ]] && { tr '\0' ' ' <"$f" | grep -qF -- "$1"; } 2>/dev/null && echo "$pid"
+    done < <(grep -lsF -- "$1" /proc/[0-9]*/cmdline)
     return 0
 }
 
