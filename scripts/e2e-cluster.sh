@@ -344,7 +344,7 @@ empty_first='' empty_last='' down_ms=0 back=
 deadline=$((t + (REGISTER_INTERVAL + 5) * 1000 + 15000))
 while (($(now_ms) < deadline)); do
     s=$(now_ms)
-    if json=$(endpoints '' 0.5); then
+    if json=$(endpoints '' 0.5 2>/dev/null); then
         n=$(json_count <<<"$json")
         if [[ $n == 0 ]]; then
             [[ -n $empty_first ]] || empty_first=$s
