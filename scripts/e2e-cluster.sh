@@ -131,8 +131,11 @@ n_passing_on_node() { # N: N passing records, all at NODE_IP, on N distinct port
 record_of() { endpoints | jq -c --arg n "$1" '.[] | select(.Name == $n)'; }
 pid_of_container() { # containerd://ID -> the PID of its main process, found by its cgroup
     local id=${1#*://} d
+    # A full container ID, or nothing: an empty one would match every process.
+    [[ $id =~ ^[0-9a-f]{64}$ ]] || return 1
     for d in /proc/[0-9]*; do
-        grep -q "$id" "$d/cgroup" 2>/dev/null || continue
+        [[ ${d#/proc/} -gt 1 ]] || continue
+        grep -q "kubepods.*$id" "$d/cgroup" 2>/dev/null || continue
         # The container's first process: its parent (the shim) is not in the container, and
         # it is not an exec probe (`healthcheck`), whose parent is the shim too.
         local ppid
@@ -280,10 +283,24 @@ step "a SIGKILLed server process: critical, then back on a new port"
 # One that is listed and passing (the pod deleted above may still be terminating).
 victim=$(endpoints '?status=passing' | jq -r '.[0].Name')
 old=$(record_of "$victim" | jq -r .Address)
+KILLED_CID=
+container_id() {
+    local cid
+    cid=$(kubectl get pod "$victim" -o jsonpath='{.status.containerStatuses[0].containerID}' 2>/dev/null)
+    [[ $cid =~ ^[a-z]+://[0-9a-f]{64}$ ]] && echo "$cid"
+}
 kill_server() {
-    local cid pid
-    cid=$(kubectl get pod "$victim" -o jsonpath='{.status.containerStatuses[0].containerID}')
+    local cid='' pid i
+    # The kubelet posts a new container's ID a moment after it runs (the registry may see it
+    # first), so wait, bounded, for an ID other than the one killed last.
+    for ((i = 0; i < 50; i++)); do
+        cid=$(container_id) && [[ $cid != "$KILLED_CID" ]] && break
+        cid=''
+        sleep 0.2
+    done
+    [[ -n $cid ]] || return 1
     pid=$(pid_of_container "$cid") || return 1
+    KILLED_CID=$cid
     note "kill -KILL $pid (container ${cid:0:25}..., pod $victim)"
     kill -KILL "$pid"
 }
@@ -310,8 +327,7 @@ while (($(now_ms) < deadline)); do
         kills=$((kills + 1))
         note "restarted at once on ${r% *} before turning critical; killing the restarted one"
         old=${r% *}
-        sleep 1
-        kill_server || break
+        kill_server || { fail "found no process for the restarted pod $victim"; break; }
         deadline=$(($(now_ms) + 25000))
     fi
     sleep 0.2
