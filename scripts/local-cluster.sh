@@ -513,15 +513,16 @@ pids_in_our_cgroups() { # every process in the kubelet's /kubepods cgroups
 }
 
 pids_with_arg() { # PIDs whose command line contains STRING (our cache path: ours only)
-    local f pid
-    # One grep over every command line, then a second look at the few it names: grep's own
-    # command line holds STRING too, and it has exited by then.
-    # STRING is a path: no spaces, so the NULs between arguments do not matter.
-    while read -r f; do
+    local f pid files
+    # One grep over every command line (STRING is a path: no spaces, so the NULs between
+    # arguments do not matter), then a second look at the few it names: grep's own command
+    # line holds STRING too, and it has exited by then.
+    files=$(grep -lsF -- "$1" /proc/[0-9]*/cmdline)
+    for f in $files; do
         pid=${f#/proc/}
         pid=${pid%/cmdline}
         [[ $pid != "$BASHPID" ]] && { tr '\0' ' ' <"$f" | grep -qF -- "$1"; } 2>/dev/null && echo "$pid"
-    done < <(grep -lsF -- "$1" /proc/[0-9]*/cmdline)
+    done
     return 0
 }
 
@@ -547,24 +548,23 @@ kill_and_wait() { # SIGNAL SECONDS PID...
     return 1
 }
 
-stop_daemon() {
-    local name=$1 pid
-    pid=$(cat "$RUN/pids/$name.pid" 2>/dev/null) || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill_and_wait TERM 10 "$pid" || kill_and_wait KILL 5 "$pid" || log "warning: $name ($pid) survived SIGKILL"
-    fi
-    rm -f "$RUN/pids/$name.pid"
+stop_daemons() { # NAME...: SIGTERM to all at once, SIGKILL to any left after 10 s
+    local name pid pids=()
+    for name in "$@"; do
+        pid=$(cat "$RUN/pids/$name.pid" 2>/dev/null) || continue
+        kill -0 "$pid" 2>/dev/null && pids+=("$pid")
+        rm -f "$RUN/pids/$name.pid"
+    done
+    ((${#pids[@]} > 0)) || return 0
+    kill_and_wait TERM 10 "${pids[@]}" || kill_and_wait KILL 5 "${pids[@]}" ||
+        log "warning: some of $* survived SIGKILL"
 }
 
 down() {
     ((EUID == 0)) || die "run as root"
     local i d pid
-    # The kubelet first, so it restarts nothing while the rest goes.
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-        d=${DAEMONS[i]}
-        [[ $d == containerd || $d == etcd || $d == kube-apiserver ]] && continue
-        stop_daemon "$d"
-    done
+    # The kubelet and its peers first, so nothing restarts a container while the rest goes.
+    stop_daemons kubelet kube-proxy kube-scheduler kube-controller-manager
     # The pods' processes: every process in /kubepods is one of this cluster's containers.
     local netns_inodes=() pids
     for pid in $(pids_in_our_cgroups); do
@@ -579,7 +579,8 @@ down() {
     # containerd's shims carry its socket path in their arguments.
     # shellcheck disable=SC2046
     kill_and_wait TERM 5 $(shim_pids) || kill_and_wait KILL 5 $(shim_pids) || true
-    for d in containerd kube-apiserver etcd; do stop_daemon "$d"; done
+    stop_daemons containerd kube-apiserver
+    stop_daemons etcd
     # Anything else started from this cache (a daemon whose PID file was lost).
     # shellcheck disable=SC2046
     kill_and_wait KILL 5 $(pids_with_arg "$CACHE/") || true
