@@ -148,6 +148,17 @@ pid_of_container() { # containerd://ID -> the PID of its main process, found by 
     return 1
 }
 
+# What the walk-through drives, from Debian (the cluster's own packages come with `up`).
+missing=()
+for tool in jq:jq curl:curl chromium:chromium podman:podman runc:runc; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if ((${#missing[@]} > 0)); then
+    echo "e2e-cluster: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q "${missing[@]}" >/dev/null ||
+        { echo "e2e-cluster: install ${missing[*]} (apt-get install ${missing[*]})" >&2; exit 2; }
+fi
+
 # ---------------------------------------------------------------------------------------------
 step "make images CONTAINER_ENGINE=podman"
 make images CONTAINER_ENGINE=podman || { fail "make images"; exit 1; }
