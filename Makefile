@@ -7,7 +7,8 @@
 #                     reach a daemon but podman is installed, podman is used (with a note).
 #   CONTAINERS_CONF   for podman only: when unset, scripts/containers.conf (runc, cgroupfs,
 #                     ulimits that fit sandboxed machines; see that file).
-#   KUBECTL           kubectl command for deploy/undeploy (default: kubectl)
+#   KUBECTL           kubectl command for deploy/undeploy (default: kubectl; for the local
+#                     cluster: KUBECTL="scripts/local-cluster.sh kubectl")
 #   BENCH_ARGS        arguments for scripts/bench.sh, e.g. --quick
 
 SHELL := bash
@@ -40,12 +41,12 @@ ENGINE_ENV = $(if $(filter podman,$(notdir $(CONTAINER_ENGINE))),CONTAINERS_CONF
 ENGINE = $(ENGINE_ENV) $(CONTAINER_ENGINE)
 
 .PHONY: help build test test-deps fmt-check clippy cargo-test validate smoke images smoke-images push \
-	deploy undeploy demo bench tools clean
+	deploy undeploy e2e-cluster demo bench tools clean
 
 help: ## List the targets
 	@echo "dynamic-ports $(VERSION): make TARGET [CONTAINER_ENGINE=docker|podman] [IMAGE_PREFIX=registry/user/]"
 	@echo
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
 build: ## Static musl release binaries in target/x86_64-unknown-linux-musl/release/
 	@# One cargo run per binary: built together, cargo would give the registry and the server
@@ -123,6 +124,11 @@ deploy: ## The token Secret (if missing), the registry and its Services, then th
 
 undeploy: ## Delete what deploy created (the Secret stays)
 	KUBECTL="$(KUBECTL)" IMAGE_PREFIX="$(IMAGE_PREFIX)" VERSION="$(VERSION)" scripts/deploy.sh undeploy
+
+# Not part of `make test`: it needs root and builds Kubernetes once (~5 min, ~3 GB cached in
+# /var/cache/dynamic-ports-cluster, or DP_CLUSTER_CACHE).
+e2e-cluster: ## README's Kubernetes walk-through on a throwaway local cluster (root; scripts/local-cluster.sh)
+	scripts/e2e-cluster.sh
 
 demo: ## Run a registry and three servers locally (loopback) until Ctrl-C
 	scripts/demo.sh
