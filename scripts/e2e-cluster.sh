@@ -83,6 +83,7 @@ SUMMARY_DONE=0
 cleanup() {
     local rc=$?
     [[ -n $PF_PID ]] && kill "$PF_PID" 2>/dev/null
+    [[ -n ${PROXY_PID:-} ]] && kill "$PROXY_PID" 2>/dev/null
     if [[ $MODE == local && $CLUSTER_UP == 1 ]]; then
         echo "===== e2e-cluster: taking the local cluster down (exit path)"
         "$CLUSTER" down || echo "FAIL: scripts/local-cluster.sh down"
@@ -171,7 +172,7 @@ if [[ $MODE == local ]]; then
     "$CLUSTER" up || { fail "scripts/local-cluster.sh up"; exit 1; }
     pass "local cluster up"
     step "scripts/local-cluster.sh load-images"
-    "$CLUSTER" load-images "service-registry:$VERSION" "dynamic-port-server:$VERSION" ||
+    "$CLUSTER" load-images "service-registry:$VERSION" "dynamic-port-server:$VERSION" "endpointslice-mirror:$VERSION" ||
         { fail "load-images"; exit 1; }
     IMAGE_PREFIX=docker.io/library/
 else
@@ -269,34 +270,6 @@ step "the UI Service through kube-proxy (ClusterIP:80 from the node)"
 check "GET http://$UI_IP:80/ answers the page" has_table "$(ui / 5)"
 check "GET http://$UI_IP:80/endpoints answers 3 records" test "$(endpoints | json_count)" == 3
 
-step "one Service over the 3 instances on one node (kube-proxy keys endpoints by IP:port)"
-# Not in the manifests: a Service without a selector and one EndpointSlice per instance (the
-# slices' ports differ), as a controller mirroring the registry would make them. kube-proxy
-# before 1.22 kept one endpoint per IP here and sent everything to one instance; the local
-# cluster's kube-proxy carries the upstream fix.
-if kubectl api-versions | grep -qx discovery.k8s.io/v1; then slice_api=discovery.k8s.io/v1; else slice_api=discovery.k8s.io/v1beta1; fi
-{
-    printf 'apiVersion: v1\nkind: Service\nmetadata: {name: dp-e2e-servers}\nspec:\n  ports: [{name: http, port: 80, protocol: TCP}]\n'
-    i=0
-    for addr in $(endpoints '?status=passing' | jq -r '.[].Address'); do
-        i=$((i + 1))
-        printf -- '---\napiVersion: %s\nkind: EndpointSlice\nmetadata:\n  name: dp-e2e-servers-%s\n  labels: {kubernetes.io/service-name: dp-e2e-servers}\n' "$slice_api" "$i"
-        printf 'addressType: IPv4\nendpoints: [{addresses: ["%s"], conditions: {ready: true}}]\nports: [{name: http, port: %s, protocol: TCP}]\n' "${addr%:*}" "${addr##*:}"
-    done
-} >"$ARTIFACTS/servers-service.yaml"
-if kubectl create -f "$ARTIFACTS/servers-service.yaml" >/dev/null; then
-    SRV_IP=$(kubectl get service dp-e2e-servers -o jsonpath='{.spec.clusterIP}')
-    wait_until 15 in_node curl -fsS --max-time 1 -o /dev/null "http://$SRV_IP:80/healthz"
-    spread=$(for ((i = 0; i < 30; i++)); do
-        in_node curl -fsS --max-time 2 "http://$SRV_IP:80/" | sed -n 's:.*<title>\(.*\)</title>.*:\1:p'
-    done | sort | uniq -c | sort -rn)
-    while read -r line; do note "$line"; done <<<"$spread"
-    check "30 requests to one ClusterIP reach all 3 instances on one node" test "$(grep -c . <<<"$spread")" -eq 3
-    kubectl delete -f "$ARTIFACTS/servers-service.yaml" >/dev/null || fail "delete the Service dp-e2e-servers"
-else
-    fail "create the Service dp-e2e-servers and its EndpointSlices"
-fi
-
 step "exec probes: Ready, 0 restarts"
 probes_ok() {
     local out
@@ -385,6 +358,110 @@ restarts=$(kubectl get pod "$victim" -o jsonpath='{.status.containerStatuses[0].
 check "the kubelet restarted the container (restartCount $restarts)" test "${restarts:-0}" -ge 1
 check "3 passing after the restart" wait_until 30 n_passing_on_node 3
 
+# ---------------------------------------------------------------------------------------------
+step "Kubernetes Services for dynamic ports: deployments/endpointslice-mirror.yaml"
+kubectl create -f deployments/endpointslice-mirror.yaml || fail "kubectl create -f deployments/endpointslice-mirror.yaml"
+if [[ -n $IMAGE_PREFIX && $MODE == external ]]; then
+    kubectl set image deployment/endpointslice-mirror "endpointslice-mirror=${IMAGE_PREFIX}endpointslice-mirror:$VERSION"
+fi
+check "rollout of deployment/endpointslice-mirror" kubectl rollout status deployment/endpointslice-mirror --timeout=120s
+SVC_IP=$(kubectl get service dynamic-port-server -o jsonpath='{.spec.clusterIP}')
+note "dynamic-port-server ClusterIP $SVC_IP"
+MIRROR_SELECTOR=kubernetes.io/service-name=dynamic-port-server,endpointslice.kubernetes.io/managed-by=dynamic-ports-mirror
+# The Service's ready endpoints in the mirror's slices, as sorted IP:PORT lines.
+slice_ready() {
+    kubectl get endpointslices -l "$MIRROR_SELECTOR" -o json |
+        jq -r '[.items[] | .ports[0].port as $p | .endpoints[]? | select(.conditions.ready) | "\(.addresses[0]):\($p)"] | sort | .[]'
+}
+passing_addresses() { endpoints '?status=passing' | jq -r '[.[].Address] | sort | .[]'; }
+slices_match_registry() { local s; s=$(slice_ready) && [[ -n $s && $s == "$(passing_addresses)" ]]; }
+check "the mirror's EndpointSlices hold the 3 passing servers, each at its own port" wait_until 30 slices_match_registry
+slice_ready | sed 's/^/      slice: /'
+# Who answers a request to the Service's ClusterIP: each server names itself (X-Instance-Name).
+answerer() { in_node curl -fsS --max-time 2 -D - -o /dev/null "http://$SVC_IP:80/" | tr -d '\r' | sed -n 's/^[Xx]-[Ii]nstance-[Nn]ame: //p'; }
+spread=$(for _ in $(seq 30); do answerer; done | sort | uniq -c)
+note "30 requests to $SVC_IP:80:"
+sed 's/^/        /' <<<"$spread"
+check "30 requests to the Service's ClusterIP reach all 3 instances" test "$(grep -c . <<<"$spread")" == 3
+
+step "the mirror while the registry restarts and while it is away"
+live=$(slice_ready)
+kept_live() { local s; s=$(slice_ready) || return 0; comm -23 <(echo "$live") <(echo "$s") | grep -q . && return 1; return 0; }
+reg=$(kubectl get pods -l app=service-registry -o jsonpath='{.items[0].metadata.name}')
+kubectl delete pod "$reg" --wait=false >/dev/null
+lost=0
+deadline=$(($(now_ms) + (REGISTER_INTERVAL + 10) * 1000))
+while (($(now_ms) < deadline)); do kept_live || lost=$((lost + 1)); sleep 0.5; done
+check "a registry restart never takes a live endpoint out of the slices ($lost polls missed one)" test "$lost" == 0
+check "after the restart the slices match the registry again" wait_until 30 slices_match_registry
+kubectl scale deployment service-registry --replicas=0 >/dev/null
+before=$(slice_ready)
+changed=0
+deadline=$(($(now_ms) + 30000))
+while (($(now_ms) < deadline)); do [[ $(slice_ready) == "$before" ]] || changed=$((changed + 1)); sleep 1; done
+check "with the registry stopped for 30 s the slices stay as they were ($changed polls differed)" test "$changed" == 0
+kubectl scale deployment service-registry --replicas=1 >/dev/null
+check "the registry back" kubectl rollout status deployment/service-registry --timeout=120s
+UI_IP=$(kubectl get service service-registry-http -o jsonpath='{.spec.clusterIP}')
+check "3 passing again" wait_until 40 n_passing_on_node 3
+check "the slices match the registry again" wait_until 30 slices_match_registry
+
+step "registry change -> EndpointSlice updated: 100 changes"
+$KUBECTL_CMD proxy --port=18001 >"$ARTIFACTS/kubectl-proxy.log" 2>&1 &
+PROXY_PID=$!
+wait_until 10 in_node curl -fsS --max-time 1 -o /dev/null http://127.0.0.1:18001/version || fail "kubectl proxy"
+SLICE_API=$(kubectl get endpointslices -l "$MIRROR_SELECTOR" -o jsonpath='{.items[0].apiVersion}')
+SLICES_URL="http://127.0.0.1:18001/apis/$SLICE_API/namespaces/${NS:-default}/endpointslices?labelSelector=$(sed 's/=/%3D/g; s/,/%2C/g; s#/#%2F#g' <<<"$MIRROR_SELECTOR")"
+TOKEN=$(kubectl get secret service-registry-token -o jsonpath='{.data.token}' | base64 -d)
+latencies=()
+for i in $(seq 100); do
+    addr="$NODE_IP:$((45000 + i))"
+    t=$(now_ms)
+    in_node curl -fsS --max-time 2 -o /dev/null -H "Authorization: Bearer $TOKEN" -XPOST "http://$API_IP:10080/register" \
+        -d "{\"Name\": \"latency-$i\", \"Address\": \"$addr\", \"Tags\": [\"dynamic-port-server\"]}" || { fail "register latency-$i"; break; }
+    seen=
+    while (($(now_ms) - t < 10000)); do
+        if in_node curl -fsS --max-time 1 "$SLICES_URL" | jq -e --arg ip "${addr%:*}" --argjson p "${addr##*:}" \
+            'any(.items[]; .ports[0].port == $p and any(.endpoints[]?; .addresses[0] == $ip))' >/dev/null; then
+            seen=$(now_ms)
+            break
+        fi
+        sleep 0.02
+    done
+    [[ -n $seen ]] || { fail "latency-$i never reached the slices"; break; }
+    latencies+=($((seen - t)))
+    in_node curl -fsS --max-time 2 -o /dev/null -H "Authorization: Bearer $TOKEN" -XPOST "http://$API_IP:10080/deregister" -d "{\"Name\": \"latency-$i\"}"
+done
+kill "$PROXY_PID" 2>/dev/null
+PROXY_PID=
+if ((${#latencies[@]} == 100)); then
+    sorted=$(printf '%s\n' "${latencies[@]}" | sort -n)
+    median=$(sed -n 50p <<<"$sorted")
+    p99=$(sed -n 99p <<<"$sorted")
+    pass "registry change -> slice updated over 100 changes: median $median ms, p99 $p99 ms, max $(tail -n 1 <<<"$sorted") ms (polled every 20 ms through kubectl proxy)"
+    echo "mirror latency: median $median ms, p99 $p99 ms" >"$ARTIFACTS/mirror-latency.txt"
+fi
+check "the slices match the registry again" wait_until 30 slices_match_registry
+
+step "scale to 1: only that one answers; the annotation removed: its slices go"
+kubectl scale deployment dynamic-port-server --replicas=1 >/dev/null
+t=$(now_ms)
+only_one() {
+    local names
+    names=$(for _ in $(seq 10); do answerer; done | sort -u)
+    [[ $(grep -c . <<<"$names") == 1 ]] && [[ $(kubectl get pod "$names" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null) == "" ]]
+}
+if wait_until 15 only_one; then
+    ms=$(($(now_ms) - t))
+    if ((ms <= 2000)); then pass "scaled to 1: only one instance answers the ClusterIP $ms ms after the scale"; else fail "scaled to 1: only one instance answers, but after $ms ms (> 2 s)"; fi
+else
+    fail "scaled to 1: more than one instance still answers after 15 s"
+fi
+kubectl annotate service dynamic-port-server dynamic-ports/tag- >/dev/null
+no_slices() { [[ $(kubectl get endpointslices -l "$MIRROR_SELECTOR" -o name | grep -c .) == 0 ]]; }
+check "the annotation removed: the Service's slices are gone" wait_until 20 no_slices
+kubectl annotate service dynamic-port-server dynamic-ports/tag=dynamic-port-server >/dev/null
+
 step "a deleted registry pod: every server back"
 names_before=$(server_pods | sort)
 all_back() {
@@ -447,6 +524,7 @@ else
 fi
 check "after make deploy: rollout of deployment/service-registry" kubectl rollout status deployment/service-registry --timeout=120s
 check "after make deploy: rollout of deployment/dynamic-port-server" kubectl rollout status deployment/dynamic-port-server --timeout=120s
+check "after make deploy: rollout of deployment/endpointslice-mirror" kubectl rollout status deployment/endpointslice-mirror --timeout=120s
 image=$(kubectl get deployment dynamic-port-server -o jsonpath='{.spec.template.spec.containers[0].image}')
 check "the server's image carries the prefix ($image)" test "$image" == "${IMAGE_PREFIX}dynamic-port-server:$VERSION"
 UI_IP=$(kubectl get service service-registry-http -o jsonpath='{.spec.clusterIP}')

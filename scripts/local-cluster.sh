@@ -34,7 +34,7 @@ K8S_SOURCE=kubernetes
 K8S_VERSION_PREFIX=1.20.5+really1.20.2
 COMPONENTS=(kube-apiserver kubectl kubelet kube-proxy kube-controller-manager kube-scheduler)
 DEBIAN_PACKAGES=(etcd-server containerd containernetworking-plugins conntrack runc iptables
-    golang-go gcc libc6-dev iproute2 openssl podman curl rsync)
+    golang-go golang-github-modern-go-reflect2-dev gcc libc6-dev iproute2 openssl podman curl rsync)
 
 NODE_NS=dp-k8s-node        # the node: every component runs here
 DEAD_NS=dp-k8s-dead        # the node's only neighbour; forwards nothing
@@ -91,6 +91,7 @@ apt_private() { # apt-get/apt-cache with a private source list (deb-src) and lis
 expected_stamp() {
     echo "source $K8S_SOURCE ${K8S_SOURCE_VERSION:-?}"
     echo "patch $(sha256sum <"$PATCH" | cut -d' ' -f1)"
+    echo "reflect2 $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev 2>/dev/null)"
     echo "components ${COMPONENTS[*]}"
 }
 
@@ -143,6 +144,13 @@ build() {
     tar -xzf "$src/${K8S_SOURCE}_${K8S_VERSION_PREFIX}.orig.tar.gz" -C "$src/tree" --strip-components=1
     tree=$src/tree
     patch -d "$tree" -p1 --forward <"$PATCH" >&2
+    # Kubernetes 1.20 vendors reflect2 1.0.1, which reads Go's map iterator with the layout of
+    # Go 1.17 and older; built with Debian's Go 1.19 the apiserver died with "fatal error:
+    # fault" in mapiternext while encoding EndpointSlices as JSON. Debian builds its own
+    # kubernetes package against reflect2 1.0.2 (which knows Go 1.18's layout): so does this.
+    local reflect2=$tree/vendor/github.com/modern-go/reflect2
+    rm -f "$reflect2"/*.go "$reflect2"/*.s
+    cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$reflect2/"
     # The 1.20 build scripts want the tree at GOPATH/src/k8s.io/kubernetes.
     mkdir -p "$src/.go/src/k8s.io"
     ln -s "$tree" "$src/.go/src/k8s.io/kubernetes"
