@@ -177,7 +177,9 @@ fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     serve_metrics(&config.http, metrics.clone(), config.resync)?;
     let kube = kube::Client::new(config.kube.clone())?;
-    let mirror = connect(kube, &config, &metrics)?;
+    // Without the API there is nothing to do: exit, and the kubelet starts the pod again.
+    let mirror = sync::Mirror::new(kube, config.namespace.clone(), config.max_per_slice, metrics.clone())
+        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
     let registry = registry::Registry::new(&config.registry);
     let (resync, metrics_for_loop) = (config.resync, metrics.clone());
     thread::Builder::new()
@@ -189,14 +191,6 @@ fn run(config: Config) -> Result<(), String> {
         log::info!("Received signal {signal}, stopping; the EndpointSlices stay as they are");
     }
     Ok(())
-}
-
-/// Reaches the API, retrying while it is not there yet (a pod can start before its network).
-fn connect(kube: kube::Client, config: &Config, metrics: &Arc<Metrics>) -> Result<sync::Mirror, String> {
-    match sync::Mirror::new(kube, config.namespace.clone(), config.max_per_slice, metrics.clone()) {
-        Ok(mirror) => Ok(mirror),
-        Err(e) => Err(format!("cannot reach the Kubernetes API: {e}")),
-    }
 }
 
 /// Follows the registry for ever: a pass at every change of its list and at least every
