@@ -56,11 +56,11 @@ build: ## Static musl release binaries in target/x86_64-unknown-linux-musl/relea
 	done
 	@ls -l $(addprefix $(RELEASE_DIR)/,$(BINARIES))
 
-test: ## Everything CI runs: test-deps, fmt, clippy, tests, miri, validate, smoke, images, smoke-images
+test: ## Every test: deps, fmt, clippy, tests, miri, validate, smoke, images, smoke-images, e2e-cluster
 	@start=$$(date +%s); \
 	if [[ -z $${PYTHON:-} ]] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
 		export PYTHON=/usr/bin/python3; fi; \
-	for t in test-deps fmt-check clippy cargo-test miri validate smoke images smoke-images; do \
+	for t in test-deps fmt-check clippy cargo-test miri validate smoke images smoke-images e2e-cluster; do \
 		s=$$(date +%s); echo; echo "===== make $$t"; \
 		$(MAKE) $$t CONTAINER_ENGINE=$(CONTAINER_ENGINE) || { echo "===== FAILED: make $$t" >&2; exit 1; }; \
 		echo "===== make $$t passed in $$(( $$(date +%s) - s ))s"; \
@@ -111,7 +111,7 @@ smoke-images: ## The smoke story with the images (host networking); run `make im
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) REGISTRY_IMAGE=$(REGISTRY_IMAGE) SERVER_IMAGE=$(SERVER_IMAGE) MIRROR_IMAGE=$(MIRROR_IMAGE) \
 		$(ENGINE_ENV) scripts/smoke-images.sh
 
-push: ## Push both images (set IMAGE_PREFIX to your registry, e.g. ghcr.io/me/)
+push: ## Push the images (set IMAGE_PREFIX to your registry, e.g. ghcr.io/me/)
 	@if [[ -z "$(IMAGE_PREFIX)" ]]; then \
 		echo "push: set IMAGE_PREFIX, e.g. make images push IMAGE_PREFIX=ghcr.io/me/" >&2; exit 2; fi
 	$(ENGINE) push $(REGISTRY_IMAGE)
