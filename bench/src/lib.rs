@@ -27,9 +27,14 @@ pub fn endpoint_name(prefix: &str, i: usize) -> String {
 /// own wire type, serialized. (The load generator builds all its requests before its clock
 /// starts, so serializing here costs the measured run nothing.)
 pub fn registration(prefix: &str, i: usize, port: u16) -> String {
+    registration_at(prefix, i, std::net::Ipv4Addr::LOCALHOST, port)
+}
+
+/// As [`registration`], at `ip:port` (a fleet on another loopback address).
+pub fn registration_at(prefix: &str, i: usize, ip: std::net::Ipv4Addr, port: u16) -> String {
     let body = Registration {
         name: endpoint_name(prefix, i),
-        address: format!("127.0.0.1:{port}"),
+        address: format!("{ip}:{port}"),
         tags: vec!["bench".into()],
         // The seed's body, as the Go original takes it: no lease.
         ttl: None,
@@ -67,6 +72,10 @@ mod tests {
         assert_eq!(
             registration("bench-", 42, 40001),
             r#"{"Name":"bench-00042","Address":"127.0.0.1:40001","Tags":["bench"]}"#
+        );
+        assert_eq!(
+            registration_at("scale-", 99_999, std::net::Ipv4Addr::new(127, 0, 0, 7), 40001),
+            r#"{"Name":"scale-99999","Address":"127.0.0.7:40001","Tags":["bench"]}"#
         );
     }
 }

@@ -16,7 +16,9 @@
 //! | `stats`      | one JSON object (see [`Fleet::stats`])                                  |
 //! | `quit`       | `ok`, then exits; so does the end of stdin                              |
 //!
-//! It listens on 127.0.0.1 only.
+//! It listens on 127.0.0.1, or on the loopback address given with `--ip 127.0.0.X` (any
+//! 127.0.0.0/8 address): ports are per address, so several fleets on as many addresses hold
+//! more endpoints than one address's ephemeral range, or one process's open-file limit, allows.
 
 #![forbid(unsafe_code)]
 use mio::net::{TcpListener, TcpStream};
@@ -24,6 +26,7 @@ use mio::unix::pipe;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -83,9 +86,33 @@ struct Fleet {
     /// The next port to try: see [`Fleet::bind`].
     next_port: u16,
     ports: (u16, u16),
+    /// The loopback address every listener is bound to (`--ip`).
+    ip: Ipv4Addr,
+}
+
+const USAGE: &str = "usage: fleet [--ip 127.0.0.X] (commands on stdin: see bench/src/bin/fleet.rs)";
+
+/// The address to listen on: `--ip ADDR` (loopback only), 127.0.0.1 without it.
+fn parse_ip(argv: &[String]) -> Result<Ipv4Addr, String> {
+    match argv {
+        [] => Ok(Ipv4Addr::LOCALHOST),
+        [flag, value] if flag == "--ip" => match value.parse::<Ipv4Addr>() {
+            Ok(ip) if ip.is_loopback() => Ok(ip),
+            _ => Err(format!("--ip {value:?}: not a 127.0.0.0/8 address (the fleet listens on loopback only)")),
+        },
+        _ => Err(format!("unexpected arguments {argv:?}")),
+    }
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let ip = match parse_ip(&argv) {
+        Ok(ip) => ip,
+        Err(e) => {
+            eprintln!("fleet: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let limit = bench::sys::raise_nofile();
     let started = Poll::new().and_then(|poll| {
         // Commands arrive on stdin, read without blocking by the same poller as the sockets.
@@ -119,6 +146,7 @@ fn main() {
         backlogged: Vec::new(),
         next_port: 0,
         ports: ephemeral_ports(),
+        ip,
     };
     // A random start, so that two fleets (or two runs) do not walk the same ports.
     let (low, high) = fleet.ports;
@@ -180,7 +208,7 @@ impl Fleet {
         let answer = match (verb, arg) {
             ("live", Some(n)) => self.listen(n, Kind::Live),
             ("hung", Some(n)) => self.listen(n, Kind::Hung),
-            ("refusing", Some(n)) => refusing(n),
+            ("refusing", Some(n)) => refusing(self.ip, n),
             ("kill", Some(port)) => self.kill(port),
             ("ports", None) => Ok(self.live_ports()),
             ("reset", None) => {
@@ -244,7 +272,7 @@ impl Fleet {
         Ok(format!("ports {}", ports.join(" ")))
     }
 
-    /// A listener on 127.0.0.1 at the next free port of the ephemeral range, tried in turn.
+    /// A listener on the fleet's address at the next free port of the ephemeral range, tried in turn.
     /// Not port 0: with thousands of ports bound and as many connections in TIME_WAIT, the
     /// kernel's search for a free port takes milliseconds per bind (20 s for 10,000 was seen
     /// here), where trying ports in order takes microseconds. Inside the ephemeral range, so
@@ -254,7 +282,7 @@ impl Fleet {
         for _ in low..=high {
             let port = self.next_port;
             self.next_port = if port >= high { low } else { port + 1 };
-            match TcpListener::bind(([127, 0, 0, 1], port).into()) {
+            match TcpListener::bind((self.ip, port).into()) {
                 Ok(listener) => return Ok((listener, port)),
                 Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
                 Err(e) => return Err(e),
@@ -491,11 +519,27 @@ fn read_available(stdin: &mut pipe::Receiver, input: &mut Vec<u8>) -> io::Result
 }
 
 /// Ports that refuse connections: bound, read, and closed again at once.
-fn refusing(n: usize) -> Result<String, String> {
+fn refusing(ip: Ipv4Addr, n: usize) -> Result<String, String> {
     let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
+        .map(|_| std::net::TcpListener::bind((ip, 0)).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     let ports: Vec<String> =
         listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port().to_string()).collect();
     Ok(format!("ports {}", ports.join(" ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_loopback_only() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_ip(&[]), Ok(Ipv4Addr::LOCALHOST));
+        assert_eq!(parse_ip(&args(&["--ip", "127.0.0.7"])), Ok(Ipv4Addr::new(127, 0, 0, 7)));
+        assert!(parse_ip(&args(&["--ip", "10.0.0.1"])).is_err());
+        assert!(parse_ip(&args(&["--ip", "0.0.0.0"])).is_err());
+        assert!(parse_ip(&args(&["--ip"])).is_err());
+        assert!(parse_ip(&args(&["--port", "1"])).is_err());
+    }
 }

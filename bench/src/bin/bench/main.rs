@@ -5,9 +5,13 @@
 //! Every process it starts is stopped on every way out, and every wait is bounded.
 //!
 //! ```text
-//! bench [--quick] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH]
+//! bench [--quick | --scale] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH]
 //!       [--nginx PATH|none] [--go-seed DIR] [--keep-logs]
 //! ```
+//!
+//! `--scale`: instead of the default run, the scale run (3-4 minutes): 100,000 live endpoints
+//! over six fleet processes on 127.0.0.2-7, checked at the default interval for 60 s while the
+//! listing and the page are read every second (see `scale.rs`).
 //!
 //! `--go-seed DIR`: the Go original's `service-registry` and `dynamic-port-server`, as
 //! `/work/shared/anchors/go-seed/build.sh` builds them; its registration, memory and page
@@ -17,17 +21,21 @@
 mod measure;
 mod procs;
 mod report;
+mod scale;
 
 use bench::args::{self, Args};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: bench [--quick] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH] \
+const USAGE: &str =
+    "usage: bench [--quick | --scale] [--registry PATH] [--server PATH] [--fleet PATH] [--loadgen PATH] \
 [--nginx PATH|none] [--go-seed DIR] [--keep-logs]";
 
 /// What the driver is told.
 pub struct Options {
     pub quick: bool,
+    /// The scale run (100,000 endpoints) instead of the default run.
+    pub scale: bool,
     pub registry: PathBuf,
     pub server: PathBuf,
     pub fleet: PathBuf,
@@ -54,7 +62,7 @@ fn main() -> ExitCode {
         eprintln!("bench: cannot create {}: {e}", tmp.display());
         return ExitCode::FAILURE;
     }
-    let result = measure::run(&options, &tmp);
+    let result = if options.scale { scale::run(&options, &tmp) } else { measure::run(&options, &tmp) };
     // Every process is stopped by now: their guards were dropped on the way out of run().
     match result {
         Ok(table) => {
@@ -78,6 +86,7 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
     let release = PathBuf::from("target/x86_64-unknown-linux-musl/release");
     let mut options = Options {
         quick: false,
+        scale: false,
         registry: release.join("service-registry"),
         server: release.join("dynamic-port-server"),
         fleet: here.join("fleet"),
@@ -90,6 +99,7 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
     while let Some(name) = args.next_name() {
         match name.as_str() {
             "--quick" => options.quick = args.switch()?,
+            "--scale" => options.scale = args.switch()?,
             "--keep-logs" => options.keep_logs = args.switch()?,
             "--registry" => options.registry = args.value()?.into(),
             "--server" => options.server = args.value()?.into(),
@@ -112,13 +122,18 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
             _ => return Err(args.unknown()),
         }
     }
+    if options.scale && (options.quick || options.go_registry.is_some()) {
+        return Err("--scale is a run of its own: without --quick or --go-seed".into());
+    }
     for (what, path) in [
         ("--registry", &options.registry),
         ("--server", &options.server),
         ("--fleet", &options.fleet),
         ("--loadgen", &options.loadgen),
     ] {
-        if !path.is_file() {
+        // The scale run starts only the registry and the fleets.
+        let needed = !options.scale || matches!(what, "--registry" | "--fleet");
+        if needed && !path.is_file() {
             return Err(format!("{what}: {} does not exist (build it first: scripts/bench.sh does)", path.display()));
         }
     }

@@ -1458,7 +1458,18 @@ fn image_size(name: &str, version: &str) -> Option<(u64, u64)> {
 /// that match nothing once all pass: the whole listing is never rendered, so the wait reads
 /// nothing that would count in the registry's memory.
 fn wait_all_passing(client: &mut Client, api: SocketAddr, what: &str) -> Result<(), String> {
-    let settled = poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
+    wait_all_passing_within(client, api, what, Duration::from_secs(60)).map(drop)
+}
+
+/// [`wait_all_passing`], at most `limit`; returns how long it waited.
+pub(crate) fn wait_all_passing_within(
+    client: &mut Client,
+    api: SocketAddr,
+    what: &str,
+    limit: Duration,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let settled = poll_until(limit, Duration::from_millis(100), || {
         let mut empty = true;
         for path in ["/endpoints?status=pending", "/endpoints?status=critical"] {
             let response = client.send_retry(&http::get(api, path), true).map_err(|e| format!("GET {path}: {e}"))?;
@@ -1466,7 +1477,7 @@ fn wait_all_passing(client: &mut Client, api: SocketAddr, what: &str) -> Result<
         }
         Ok(empty)
     })?;
-    settled.map(|_| ()).ok_or_else(|| format!("{what} were not all passing within 60 s"))
+    settled.map(|_| start.elapsed()).ok_or_else(|| format!("{what} were not all passing within {}", human(limit)))
 }
 
 #[cfg(test)]
