@@ -19,6 +19,10 @@
 //! It listens on 127.0.0.1, or on the loopback address given with `--ip 127.0.0.X` (any
 //! 127.0.0.0/8 address): ports are per address, so several fleets on as many addresses hold
 //! more endpoints than one address's ephemeral range, or one process's open-file limit, allows.
+//! Its ports are the kernel's ephemeral range, or `--ports LOW-HIGH`: a port any listener holds
+//! is one `connect` cannot take as its source port, whatever the address, and with tens of
+//! thousands of them held the kernel's search for a free source port costs the prober
+//! hundreds of microseconds per connection (measured with 100,000: see BENCHMARKS.md).
 
 #![forbid(unsafe_code)]
 use mio::net::{TcpListener, TcpStream};
@@ -90,24 +94,49 @@ struct Fleet {
     ip: Ipv4Addr,
 }
 
-const USAGE: &str = "usage: fleet [--ip 127.0.0.X] (commands on stdin: see bench/src/bin/fleet.rs)";
+const USAGE: &str = "usage: fleet [--ip 127.0.0.X] [--ports LOW-HIGH] (commands on stdin: see bench/src/bin/fleet.rs)";
 
-/// The address to listen on: `--ip ADDR` (loopback only), 127.0.0.1 without it.
-fn parse_ip(argv: &[String]) -> Result<Ipv4Addr, String> {
-    match argv {
-        [] => Ok(Ipv4Addr::LOCALHOST),
-        [flag, value] if flag == "--ip" => match value.parse::<Ipv4Addr>() {
-            Ok(ip) if ip.is_loopback() => Ok(ip),
-            _ => Err(format!("--ip {value:?}: not a 127.0.0.0/8 address (the fleet listens on loopback only)")),
-        },
-        _ => Err(format!("unexpected arguments {argv:?}")),
+/// What the fleet is told on its command line.
+#[derive(Debug, PartialEq)]
+struct Flags {
+    /// `--ip`: the loopback address to listen on; 127.0.0.1 without it.
+    ip: Ipv4Addr,
+    /// `--ports LOW-HIGH`: the ports to listen on; the kernel's ephemeral range without it.
+    ports: Option<(u16, u16)>,
+}
+
+fn parse_flags(argv: &[String]) -> Result<Flags, String> {
+    let mut flags = Flags { ip: Ipv4Addr::LOCALHOST, ports: None };
+    let mut words = argv.iter();
+    while let Some(flag) = words.next() {
+        let value = words.next().ok_or_else(|| format!("{flag}: a value is needed"))?;
+        match flag.as_str() {
+            "--ip" => match value.parse::<Ipv4Addr>() {
+                Ok(ip) if ip.is_loopback() => flags.ip = ip,
+                _ => {
+                    return Err(format!(
+                        "--ip {value:?}: not a 127.0.0.0/8 address (the fleet listens on loopback only)"
+                    ))
+                }
+            },
+            "--ports" => {
+                let range =
+                    value.split_once('-').and_then(|(l, h)| Some((l.parse::<u16>().ok()?, h.parse::<u16>().ok()?)));
+                match range {
+                    Some((low, high)) if 1024 <= low && low < high => flags.ports = Some((low, high)),
+                    _ => return Err(format!("--ports {value:?}: not LOW-HIGH with 1024 <= LOW < HIGH")),
+                }
+            }
+            _ => return Err(format!("unknown flag {flag:?}")),
+        }
     }
+    Ok(flags)
 }
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let ip = match parse_ip(&argv) {
-        Ok(ip) => ip,
+    let flags = match parse_flags(&argv) {
+        Ok(flags) => flags,
         Err(e) => {
             eprintln!("fleet: {e}\n{USAGE}");
             std::process::exit(2);
@@ -145,8 +174,8 @@ fn main() {
         hung_accepts: 0,
         backlogged: Vec::new(),
         next_port: 0,
-        ports: ephemeral_ports(),
-        ip,
+        ports: flags.ports.unwrap_or_else(ephemeral_ports),
+        ip: flags.ip,
     };
     // A random start, so that two fleets (or two runs) do not walk the same ports.
     let (low, high) = fleet.ports;
@@ -533,13 +562,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_address_is_loopback_only() {
+    fn the_flags_are_loopback_only() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_ip(&[]), Ok(Ipv4Addr::LOCALHOST));
-        assert_eq!(parse_ip(&args(&["--ip", "127.0.0.7"])), Ok(Ipv4Addr::new(127, 0, 0, 7)));
-        assert!(parse_ip(&args(&["--ip", "10.0.0.1"])).is_err());
-        assert!(parse_ip(&args(&["--ip", "0.0.0.0"])).is_err());
-        assert!(parse_ip(&args(&["--ip"])).is_err());
-        assert!(parse_ip(&args(&["--port", "1"])).is_err());
+        assert_eq!(parse_flags(&[]), Ok(Flags { ip: Ipv4Addr::LOCALHOST, ports: None }));
+        assert_eq!(
+            parse_flags(&args(&["--ip", "127.0.0.7", "--ports", "10000-32767"])),
+            Ok(Flags { ip: Ipv4Addr::new(127, 0, 0, 7), ports: Some((10000, 32767)) })
+        );
+        assert!(parse_flags(&args(&["--ip", "10.0.0.1"])).is_err());
+        assert!(parse_flags(&args(&["--ip", "0.0.0.0"])).is_err());
+        assert!(parse_flags(&args(&["--ip"])).is_err());
+        assert!(parse_flags(&args(&["--ports", "80-90"])).is_err());
+        assert!(parse_flags(&args(&["--ports", "2000-1999"])).is_err());
+        assert!(parse_flags(&args(&["--port", "1"])).is_err());
     }
 }

@@ -276,14 +276,23 @@ const FLEET_ANSWER: Duration = Duration::from_secs(30);
 
 impl Fleet {
     pub fn start(binary: &Path, log: &Path) -> Result<Fleet, String> {
-        Fleet::start_at(binary, log, None)
+        Fleet::start_at(binary, log, None, None)
     }
 
-    /// A fleet listening on `ip` (`--ip`; 127.0.0.1 when `None`).
-    pub fn start_at(binary: &Path, log: &Path, ip: Option<std::net::Ipv4Addr>) -> Result<Fleet, String> {
+    /// A fleet listening on `ip` (`--ip`; 127.0.0.1 when `None`), on `ports` (`--ports`; the
+    /// ephemeral range when `None`).
+    pub fn start_at(
+        binary: &Path,
+        log: &Path,
+        ip: Option<std::net::Ipv4Addr>,
+        ports: Option<(u16, u16)>,
+    ) -> Result<Fleet, String> {
         let mut command = Command::new(binary);
         if let Some(ip) = ip {
             command.arg("--ip").arg(ip.to_string());
+        }
+        if let Some((low, high)) = ports {
+            command.arg("--ports").arg(format!("{low}-{high}"));
         }
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(File::create(log).map_err(|e| e.to_string())?);
         let mut proc = Proc::spawn("fleet", &mut command, false)?;
