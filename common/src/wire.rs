@@ -9,6 +9,13 @@ use std::fmt;
 /// look for it.
 pub const DEFAULT_API: &str = "127.0.0.1:10080";
 
+/// The header on every read of the registry: the watch index the answer reflects (for
+/// blocking queries: `?index=` waits until it passes this).
+pub const INDEX_HEADER: &str = "X-Registry-Index";
+/// The header on a listing taken while the registry warms up after a start: the list may be
+/// incomplete, and this is how much of the warm-up is left.
+pub const WARMING_HEADER: &str = "X-Registry-Warming";
+
 /// The header `dynamic-port-server` names itself in on every answer, so that a health check
 /// can tell the instance it registered from a stranger that took its port since.
 pub const INSTANCE_HEADER: &str = "X-Instance-Name";
@@ -141,7 +148,6 @@ struct Body {
     ttl: Option<String>,
 }
 
-#[derive(Clone, Copy)]
 enum Key {
     Name,
     Address,
@@ -181,6 +187,14 @@ fn named<E: de::Error>(field: &'static str) -> impl Fn(E) -> E {
     move |e| E::custom(format_args!("field {field}: {e}"))
 }
 
+/// Refuses a field given a second time (keys match in any case, so `Name` and `name` are one).
+fn once<E: de::Error>(seen: &mut bool, field: &'static str) -> Result<(), E> {
+    if std::mem::replace(seen, true) {
+        return Err(E::custom(format_args!("field {field} is given twice (keys match in any case)")));
+    }
+    Ok(())
+}
+
 struct BodyVisitor;
 
 impl<'de> Visitor<'de> for BodyVisitor {
@@ -194,28 +208,29 @@ impl<'de> Visitor<'de> for BodyVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
         let mut body = Body::default();
+        // Name, Address, Tags, TTL: whether each was given yet.
         let mut seen = [false; 4];
         while let Some(key) = map.next_key::<Key>()? {
-            let field = match key {
-                Key::Name => "Name",
-                Key::Address => "Address",
-                Key::Tags => "Tags",
-                Key::Ttl => "TTL",
+            match key {
+                Key::Name => {
+                    once::<A::Error>(&mut seen[0], "Name")?;
+                    body.name = map.next_value().map_err(named::<A::Error>("Name"))?;
+                }
+                Key::Address => {
+                    once::<A::Error>(&mut seen[1], "Address")?;
+                    body.address = map.next_value().map_err(named::<A::Error>("Address"))?;
+                }
+                Key::Tags => {
+                    once::<A::Error>(&mut seen[2], "Tags")?;
+                    body.tags = map.next_value().map_err(named::<A::Error>("Tags"))?;
+                }
+                Key::Ttl => {
+                    once::<A::Error>(&mut seen[3], "TTL")?;
+                    body.ttl = map.next_value().map_err(named::<A::Error>("TTL"))?;
+                }
                 Key::Other => {
                     map.next_value::<de::IgnoredAny>()?;
-                    continue;
                 }
-            };
-            let index = key as usize;
-            if std::mem::replace(&mut seen[index], true) {
-                return Err(de::Error::custom(format_args!("field {field} is given twice (keys match in any case)")));
-            }
-            match key {
-                Key::Name => body.name = map.next_value().map_err(named::<A::Error>(field))?,
-                Key::Address => body.address = map.next_value().map_err(named::<A::Error>(field))?,
-                Key::Tags => body.tags = map.next_value().map_err(named::<A::Error>(field))?,
-                Key::Ttl => body.ttl = map.next_value().map_err(named::<A::Error>(field))?,
-                Key::Other => unreachable!("skipped above"),
             }
         }
         Ok(body)

@@ -68,16 +68,15 @@ impl Client {
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer, String> {
         let url = format!("{}{path}", self.config.api.trim_end_matches('/'));
         let auth = self.authorization()?;
-        let json = |body: &Value| body.to_string();
         let result = match (method, body) {
             ("GET", None) => authorized(self.agent.get(&url), &auth).call(),
             ("DELETE", None) => authorized(self.agent.delete(&url), &auth).call(),
-            ("POST", Some(body)) => {
-                authorized(self.agent.post(&url), &auth).header("Content-Type", "application/json").send(json(body))
-            }
-            ("PUT", Some(body)) => {
-                authorized(self.agent.put(&url), &auth).header("Content-Type", "application/json").send(json(body))
-            }
+            ("POST", Some(body)) => authorized(self.agent.post(&url), &auth)
+                .header("Content-Type", "application/json")
+                .send(body.to_string()),
+            ("PUT", Some(body)) => authorized(self.agent.put(&url), &auth)
+                .header("Content-Type", "application/json")
+                .send(body.to_string()),
             _ => return Err(format!("{method} {path}: not a call this client makes")),
         };
         let mut response = result.map_err(|e| format!("{method} {url}: {e}"))?;

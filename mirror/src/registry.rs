@@ -1,7 +1,7 @@
 //! The registry, followed through blocking queries: each read waits until the registry's list
 //! changes (or the wait ends), so the mirror learns of a change at once and polls nothing.
 
-use common::wire::{Endpoint, Status};
+use common::wire::{Endpoint, Status, INDEX_HEADER, WARMING_HEADER};
 use std::time::Duration;
 
 /// A listing as the registry answered it.
@@ -47,8 +47,8 @@ impl Registry {
             return Err(format!("the registry answered {} to GET {path}", response.status()));
         }
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let index = header("X-Registry-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let warming = header("X-Registry-Warming").is_some();
+        let index = header(INDEX_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let warming = header(WARMING_HEADER).is_some();
         let endpoints = response
             .body_mut()
             .with_config()

@@ -6,6 +6,7 @@ use crate::reply::{Reply, HTML, JSON};
 use crate::route::Route;
 use crate::state::Registry;
 use crate::store::Filter;
+use common::wire::{INDEX_HEADER, WARMING_HEADER};
 use std::time::Duration;
 
 /// A read to answer, now or once the store changes.
@@ -27,10 +28,6 @@ impl Read {
     }
 }
 
-/// The header that says a listing may be incomplete: the registry is warming up after a
-/// start, and this is how much of the warm-up is left.
-pub const WARMING_HEADER: &str = "X-Registry-Warming";
-
 /// Marks a listing taken while the registry warms up.
 pub fn with_warming(reply: Reply, registry: &Registry) -> Reply {
     match registry.store.warming() {
@@ -46,11 +43,11 @@ pub fn answer(registry: &Registry, read: &Read) -> Reply {
     let reply = match read {
         Read::List(filter) => {
             let rendered = registry.views.endpoints(&registry.store, filter);
-            Reply::shared(JSON, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+            Reply::shared(JSON, rendered.body).with_header(INDEX_HEADER, rendered.index.to_string())
         }
         Read::Page => {
             let rendered = registry.views.page(&registry.store);
-            Reply::shared(HTML, rendered.body).with_header("X-Registry-Index", rendered.index.to_string())
+            Reply::shared(HTML, rendered.body).with_header(INDEX_HEADER, rendered.index.to_string())
         }
         Read::One(name) => {
             let index = registry.store.index();
@@ -58,7 +55,7 @@ pub fn answer(registry: &Registry, read: &Read) -> Reply {
                 Some(record) => Reply::json(200, &record),
                 None => not_found(name),
             }
-            .with_header("X-Registry-Index", index.to_string())
+            .with_header(INDEX_HEADER, index.to_string())
         }
     };
     with_warming(reply, registry)

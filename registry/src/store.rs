@@ -117,12 +117,15 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Lease {
     ttl: Duration,
+    /// What removal is decided on: the monotonic clock.
     expires: Instant,
+    /// What `ExpiresAt` says, fixed at the registration so that rendering reads no clock.
+    expires_wall: SystemTime,
 }
 
 impl Lease {
-    fn starting(ttl: Option<Duration>, now: Instant) -> Option<Lease> {
-        ttl.map(|ttl| Lease { ttl, expires: now + ttl })
+    fn starting(ttl: Option<Duration>, now: Instant, wall: SystemTime) -> Option<Lease> {
+        ttl.map(|ttl| Lease { ttl, expires: now + ttl, expires_wall: wall + ttl })
     }
 }
 
@@ -147,10 +150,7 @@ impl Entry {
             last_check: self.last_check.map(clock::rfc3339),
             last_error: self.last_error,
             consecutive_failures: self.consecutive_failures,
-            expires_at: self.lease.map(|lease| {
-                let left = lease.expires.saturating_duration_since(Instant::now());
-                clock::rfc3339(SystemTime::now() + left)
-            }),
+            expires_at: self.lease.map(|lease| clock::rfc3339(lease.expires_wall)),
         }
     }
 
@@ -275,7 +275,7 @@ impl Store {
     /// A registration with a `TTL` starts or renews the record's lease; one without ends it.
     pub fn register(&self, valid: Valid, now: SystemTime) -> Result<Registered, StoreError> {
         let Valid { name, address, tags, ttl } = valid;
-        let lease = Lease::starting(ttl, Instant::now());
+        let lease = Lease::starting(ttl, Instant::now(), now);
         let (copy, change, check_now) = {
             let mut guard = self.lock();
             let state = &mut *guard;

@@ -1,11 +1,10 @@
 //! `service-registry watch`: prints the endpoint table whenever it changes, holding a blocking
 //! query on the registry between changes. For people at a terminal and for scripts.
 
-use crate::reads::WARMING_HEADER;
 use crate::url;
 use common::flags::{self, Command, Flag, FlagError};
 use common::wire::DEFAULT_API;
-use common::wire::{Endpoint, Status};
+use common::wire::{Endpoint, Status, INDEX_HEADER, WARMING_HEADER};
 use common::{clock, duration};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -183,7 +182,7 @@ fn get(registry: &str, path: &str, patience: Duration) -> Result<Listing, String
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim())
     };
-    let index = header("X-Registry-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let index = header(INDEX_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
     let warming = header(WARMING_HEADER).map(str::to_string);
     let endpoints = serde_json::from_slice(body).map_err(|e| format!("the registry's answer is not a listing: {e}"))?;
     Ok(Listing { index, endpoints, warming })

@@ -1289,17 +1289,22 @@ impl Bench<'_> {
 /// Registers `prefix00000`... at 127.0.0.1 and each port, one request at a time.
 fn register_all(client: &mut Client, api: SocketAddr, prefix: &str, ports: &[u16]) -> Result<(), String> {
     for (i, port) in ports.iter().enumerate() {
-        let body = bench::registration(prefix, i, *port);
-        let response = client
-            .send_retry(&http::post_json(api, "/register", &body), true)
-            .map_err(|e| format!("POST /register: {e}"))?;
-        if response.status != 200 {
-            return Err(format!(
-                "POST /register {body} answered {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            ));
-        }
+        register(client, api, &bench::registration(prefix, i, *port))?;
+    }
+    Ok(())
+}
+
+/// Sends one registration `body` and insists on 200.
+pub fn register(client: &mut Client, api: SocketAddr, body: &str) -> Result<(), String> {
+    let response = client
+        .send_retry(&http::post_json(api, "/register", body), true)
+        .map_err(|e| format!("POST /register: {e}"))?;
+    if response.status != 200 {
+        return Err(format!(
+            "POST /register {body} answered {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        ));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! (≤ interval + 1%), the registry's CPU over the window (≤ 0.5 core), critical records (none:
 //! every endpoint is live), and the registry's peak RSS (VmHWM) under the reads (≤ 64 MiB).
 
-use crate::measure::wait_all_passing_within;
+use crate::measure::{register, wait_all_passing_within};
 use crate::procs::{self, Fleet, Registry};
 use crate::report::{self, Report, Verdict};
 use crate::Options;
@@ -183,17 +183,7 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
     eprintln!("bench: registering {} Names", thousands(ENDPOINTS as f64));
     let register_start = Instant::now();
     for (i, (ip, port)) in addresses.iter().enumerate() {
-        let body = bench::registration_at("scale-", i, *ip, *port);
-        let response = client
-            .send_retry(&http::post_json(registry.api, "/register", &body), true)
-            .map_err(|e| format!("POST /register: {e}"))?;
-        if response.status != 200 {
-            return Err(format!(
-                "POST /register {body} answered {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            ));
-        }
+        register(&mut client, registry.api, &bench::registration_at("scale-", i, *ip, *port))?;
         if register_start.elapsed() > REGISTER_LIMIT {
             return Err(format!("only {i} Names registered in {}", human(REGISTER_LIMIT)));
         }
