@@ -56,7 +56,7 @@ pub fn probe(address: SocketAddr, timeout: Duration, expect: Option<&str>) -> Ou
     // for Nagle, so the socket needs no write timeout and no TCP_NODELAY (two system calls a
     // probe, at thousands of probes a second).
     let mut request = Vec::new();
-    write_request(&mut request, address);
+    write_request(&mut request, address, Reuse::Close);
     if let Err(e) = stream.write_all(&request) {
         return Outcome::Fail(describe(e));
     }
@@ -86,14 +86,28 @@ fn remaining(deadline: Instant) -> Result<Duration, String> {
     deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| "timed out".to_string())
 }
 
+/// Whether a probe asks the endpoint to keep its connection open for the next probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// `Connection: close`: one connection a probe.
+    Close,
+    /// HTTP/1.1's default: the connection stays open, and the next probe of the endpoint
+    /// skips the connect (see [`HeadReader::whole_answer`]).
+    KeepAlive,
+}
+
 /// Writes the probe's request for `address` into `out`, replacing what it held: a caller that
 /// probes again and again reuses one buffer.
-pub fn write_request(out: &mut Vec<u8>, address: SocketAddr) {
+pub fn write_request(out: &mut Vec<u8>, address: SocketAddr, reuse: Reuse) {
     out.clear();
+    let connection = match reuse {
+        Reuse::Close => "Connection: close\r\n",
+        Reuse::KeepAlive => "",
+    };
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "GET /healthz HTTP/1.1\r\nHost: {address}\r\nUser-Agent: service-registry/{}\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: {address}\r\nUser-Agent: service-registry/{}\r\n{connection}\r\n",
         crate::VERSION
     );
 }
@@ -135,6 +149,11 @@ pub struct HeadReader {
     len: usize,
     /// Whether the first look (a peek) was taken and found the head incomplete.
     peeked: bool,
+    /// When the first look held one whole answer the connection may carry another after
+    /// (see [`HeadReader::whole_answer`]): its length.
+    whole: Option<usize>,
+    /// Whether any byte of an answer arrived.
+    answered: bool,
 }
 
 impl Default for HeadReader {
@@ -146,13 +165,30 @@ impl Default for HeadReader {
 impl HeadReader {
     /// An empty reader.
     pub const fn new() -> HeadReader {
-        HeadReader { buf: [0; MAX_READ], len: 0, peeked: false }
+        HeadReader { buf: [0; MAX_READ], len: 0, peeked: false, whole: None, answered: false }
     }
 
     /// Makes the reader ready for another answer.
     pub fn reset(&mut self) {
         self.len = 0;
         self.peeked = false;
+        self.whole = None;
+        self.answered = false;
+    }
+
+    /// The length of the answer when it arrived whole in the first look, nothing after it, on a
+    /// connection the server keeps open (HTTP/1.1, a `Content-Length` body, no
+    /// `Connection: close`): read that much, and the connection is ready for the next request.
+    /// `None` for anything else (pieces, chunked bodies, more bytes than one answer), which is
+    /// then closed unread, with a reset, as every probe's connection used to be.
+    pub fn whole_answer(&self) -> Option<usize> {
+        self.whole
+    }
+
+    /// Whether any byte of an answer arrived: a kept connection that ends without one was
+    /// closed by the server while idle, which says nothing of the endpoint's health.
+    pub fn answered(&self) -> bool {
+        self.answered
     }
 
     /// Takes one step: the first a peek, the next ones reads. `Ok(Some)` is the verdict,
@@ -165,7 +201,9 @@ impl HeadReader {
             if peeked == 0 {
                 return Ok(Some(Outcome::Fail("connection closed before an answer".into())));
             }
+            self.answered = true;
             if head_complete(&self.buf[..peeked]) || peeked == self.buf.len() {
+                self.whole = reusable_length(&self.buf[..peeked]);
                 return Ok(Some(verdict(parse_head(&self.buf[..peeked]), expect)));
             }
             // In pieces: read from the start, peeked bytes included.
@@ -174,6 +212,7 @@ impl HeadReader {
         }
         let n = conn.read_answer(&mut self.buf[self.len..])?;
         self.len += n;
+        self.answered |= n > 0;
         let bytes = &self.buf[..self.len];
         if n > 0 && !head_complete(bytes) && self.len < self.buf.len() {
             return Ok(None);
@@ -229,6 +268,36 @@ fn judge(head: &Head, expect: Option<&str>) -> Outcome {
 /// Whether `bytes` hold a whole head: the blank line that ends it.
 fn head_complete(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
+}
+
+/// The length of `bytes` when they are exactly one whole HTTP/1.1 answer after which the
+/// connection stays open: a head ending in a blank line, a `Content-Length` body, no
+/// `Transfer-Encoding`, no `Connection: close`.
+fn reusable_length(bytes: &[u8]) -> Option<usize> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut lines = bytes[..head_end - 4].split(|b| *b == b'\n');
+    if !lines.next()?.starts_with(b"HTTP/1.1 ") {
+        return None;
+    }
+    let mut body = None;
+    for line in lines {
+        let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+        let (name, value) = line.split_once(':')?;
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            // Twice is ambiguous (request smuggling's trick): not kept.
+            if body.replace(value.parse::<usize>().ok()?).is_some() {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("connection")
+                && value.split(',').any(|token| token.trim().eq_ignore_ascii_case("close")))
+        {
+            return None;
+        }
+    }
+    let length = head_end.checked_add(body?)?;
+    (length == bytes.len()).then_some(length)
 }
 
 /// Reads the status code from `HTTP/1.x NNN ...` and the instance header from the whole lines
@@ -383,6 +452,38 @@ mod tests {
             "nothing expected, nothing taken"
         );
         assert!(Outcome::Taken("web-2".into()).error().unwrap().contains("\"web-2\""));
+    }
+
+    #[test]
+    fn only_one_whole_answer_that_leaves_the_connection_open_is_kept() {
+        let kept: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+            b"HTTP/1.1 503 Busy\r\ncontent-length:0\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Instance-Name: web-1\r\nContent-Length: 2\r\n\r\nok",
+        ];
+        for answer in kept {
+            assert_eq!(reusable_length(answer), Some(answer.len()), "{:?}", String::from_utf8_lossy(answer));
+        }
+        let closed: &[&[u8]] = &[
+            // Asked to close, or HTTP/1.0's default close.
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: Keep-Alive, Close\r\n\r\nok\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+            // No length, or one that cannot be trusted: the end of the answer is unknown.
+            b"HTTP/1.1 200 OK\r\n\r\nok\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nok\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nok\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            // Not all of the body yet, or more than one answer.
+            b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\nok\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n",
+            // A head of bare newlines, or no head at all.
+            b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+        ];
+        for answer in closed {
+            assert_eq!(reusable_length(answer), None, "{:?}", String::from_utf8_lossy(answer));
+        }
     }
 
     #[test]

@@ -10,15 +10,17 @@
 
 use crate::metrics::Metrics;
 use crate::store::{Applied, BeforeCheck, CheckJob, Store};
-use common::probe::{describe, write_request, Connection, HeadReader, Outcome};
+use common::probe::{describe, write_request, Connection, HeadReader, Outcome, Reuse, MAX_READ};
 use common::wire::Status;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -32,6 +34,11 @@ pub struct CheckConfig {
     /// Probes in flight at once (`-check-concurrency`): how many hung endpoints, each holding
     /// its place for one timeout, the checker absorbs before a due check has to wait.
     pub concurrency: usize,
+    /// Connections kept open between two checks of an endpoint (`-check-keep-alive`). A kept
+    /// connection spares the next probe its connect and close, most of a probe's cost, and
+    /// costs a file descriptor and the kernel's memory for an idle socket (about 3.8 KiB,
+    /// charged to the registry's memory cgroup) until the endpoint's next check.
+    pub keep_alive: usize,
 }
 
 impl Default for CheckConfig {
@@ -40,9 +47,20 @@ impl Default for CheckConfig {
         // 1.2 KiB, not a thread, so the cap is set by what the registry may open: a third of
         // a 4,096 open-file limit, the rest left for connections (at most 512 by default).
         // 1,024 hung endpoints at a 2 s timeout and a 5 s interval average 410 in flight.
-        CheckConfig { interval: Duration::from_secs(5), timeout: Duration::from_secs(2), concurrency: 1024 }
+        // 1,024 kept: about 4 MiB of kernel memory, and with the probes in flight and the
+        // connections, still inside a 4,096 open-file limit.
+        CheckConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            concurrency: 1024,
+            keep_alive: 1024,
+        }
     }
 }
+
+/// "Too many open files", for the process and for the system (Linux's numbers).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
 
 /// The token of the waker that `check_now` and `drop` use to wake the loop.
 const WAKER: Token = Token(usize::MAX);
@@ -53,6 +71,13 @@ const THREAD_NAME: &str = "check-poll";
 /// The events taken from the kernel in one wait: a bound on work between two looks at the
 /// clock, not on probes in flight.
 const EVENTS: usize = 1024;
+
+/// The least time between two waits on the kernel. Every wake-up of the thread costs a context
+/// switch (measured: 15% of the checker's CPU when each answer woke it alone, at 2,000 probes a
+/// second); waiting this long first lets answers, due checks and new Names gather, so one
+/// wake-up handles all of them. It delays a verdict by at most this much, against timeouts of
+/// seconds.
+const GATHER: Duration = Duration::from_millis(2);
 
 enum Message {
     /// Check this endpoint now: it is new or moved.
@@ -72,8 +97,33 @@ struct Work {
 /// abandoned) and waits for it.
 pub struct Checker {
     tx: Sender<Message>,
-    waker: Arc<Waker>,
+    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The waker, rung once for any number of messages sent before the thread takes them: a burst
+/// of new Names costs one write to the eventfd, not one each.
+struct Wake {
+    waker: Waker,
+    rung: AtomicBool,
+}
+
+impl Wake {
+    fn ring(&self) {
+        if !self.rung.swap(true, SeqCst) {
+            // Fails only if the eventfd does, which the next ring retries.
+            if self.waker.wake().is_err() {
+                self.rung.store(false, Relaxed);
+            }
+        }
+    }
+
+    /// Called by the thread before it takes the messages: one sent after this rings again.
+    /// A swap, not a store: reading the sender's `true` orders its message before the look
+    /// at the channel that follows.
+    fn answered(&self) {
+        self.rung.swap(false, SeqCst);
+    }
 }
 
 impl Checker {
@@ -81,11 +131,12 @@ impl Checker {
     /// flight.
     pub fn start(store: Arc<Store>, config: CheckConfig, metrics: Arc<Metrics>) -> io::Result<Checker> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake = Arc::new(Wake { waker: Waker::new(poll.registry(), WAKER)?, rung: AtomicBool::new(false) });
         let (tx, rx) = channel();
         let checks = Checks {
             poll,
             rx,
+            wake: wake.clone(),
             store,
             metrics,
             config: CheckConfig { concurrency: config.concurrency.max(1), ..config },
@@ -96,9 +147,10 @@ impl Checker {
             free: Vec::new(),
             in_flight: 0,
             deadlines: VecDeque::new(),
+            kept: HashMap::new(),
         };
         let thread = thread::Builder::new().name(THREAD_NAME.into()).spawn(move || checks.run())?;
-        Ok(Checker { tx, waker, thread: Some(thread) })
+        Ok(Checker { tx, wake, thread: Some(thread) })
     }
 
     /// Asks for a check of a new or moved endpoint at once.
@@ -106,14 +158,14 @@ impl Checker {
         // The thread only stops when this handle is dropped, so neither can fail here but for
         // a bug, which the thread's panic reports.
         let _ = self.tx.send(Message::CheckNow(job));
-        let _ = self.waker.wake();
+        self.wake.ring();
     }
 }
 
 impl Drop for Checker {
     fn drop(&mut self) {
         let _ = self.tx.send(Message::Stop);
-        let _ = self.waker.wake();
+        self.wake.ring();
         if let Some(thread) = self.thread.take() {
             // A panic in the checker was reported on its thread already.
             let _ = thread.join();
@@ -178,6 +230,15 @@ struct InFlight {
     started: Instant,
     /// Bytes of the request written so far.
     sent: usize,
+    /// Whether the connection was kept from the endpoint's last check.
+    reused: bool,
+}
+
+/// A connection kept open after a whole answer, for the endpoint's next check. Keyed by
+/// address; the generation says which registration it was opened for.
+struct Kept {
+    generation: u64,
+    stream: TcpStream,
 }
 
 /// A probe's token: its slot in the low 32 bits, the slot's round above them.
@@ -205,6 +266,7 @@ impl Connection for Nonblocking<'_> {
 struct Checks {
     poll: Poll,
     rx: Receiver<Message>,
+    wake: Arc<Wake>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     config: CheckConfig,
@@ -221,17 +283,28 @@ struct Checks {
     /// so deadlines come in the order probes start: a queue, not a heap. A probe that ends
     /// earlier leaves its entry behind, skipped when it comes up (its slot moved on).
     deadlines: VecDeque<(Instant, Token)>,
+    /// Idle connections kept for the endpoints' next checks, at most `config.keep_alive`.
+    /// Still registered with the poll under their last probe's token, whose events are then
+    /// ignored: a connection the server closes meanwhile is found out by the next probe.
+    kept: HashMap<SocketAddr, Kept>,
 }
 
 impl Checks {
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
+        let mut woke = Instant::now();
         loop {
             let now = Instant::now();
+            if let Some(gather) = (woke + GATHER).checked_duration_since(now) {
+                thread::sleep(gather);
+                continue;
+            }
             self.time_out(now);
             self.start_due(now);
             let wait = self.next_wake(now);
-            if let Err(e) = self.poll.poll(&mut events, wait) {
+            let polled = self.poll.poll(&mut events, wait);
+            woke = Instant::now();
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     // Not seen in practice (epoll_wait fails only on bad arguments); the pause
                     // keeps a persistent failure from spinning.
@@ -254,6 +327,7 @@ impl Checks {
 
     /// Takes what `check_now` and `drop` sent; false when it is time to stop.
     fn receive(&mut self) -> bool {
+        self.wake.answered();
         loop {
             match self.rx.try_recv() {
                 Ok(Message::CheckNow(job)) => self.plan(Work { job, due: Instant::now(), first: true }),
@@ -301,9 +375,10 @@ impl Checks {
             // a client that keeps moving a Name between hung addresses must not fill the places
             // with probes that no longer count.
             match self.store.before_check(&work.job, Instant::now()) {
-                BeforeCheck::Probe => self.start(work),
-                BeforeCheck::Stale => {}
+                BeforeCheck::Probe => self.start(work, Instant::now(), true),
+                BeforeCheck::Stale => self.forget(&work.job),
                 BeforeCheck::Expired { record, ttl } => {
+                    self.forget(&work.job);
                     let ttl = common::duration::format(ttl);
                     log::info!(
                         "Removed {} at {}: not registered again within its TTL of {ttl}",
@@ -316,11 +391,19 @@ impl Checks {
         }
     }
 
-    /// Opens a probe's connection (non-blocking: it completes later) and gives it a slot.
-    fn start(&mut self, work: Work) {
-        let started = Instant::now();
-        let mut stream = match TcpStream::connect(work.job.address) {
+    /// Starts a probe on the connection kept from the endpoint's last check (when `reuse` and
+    /// there is one), or on a new one (non-blocking: it completes later), and gives it a slot.
+    /// `started` is when the check began: a retry on a new connection keeps its deadline.
+    fn start(&mut self, work: Work, started: Instant, reuse: bool) {
+        let kept = if reuse { self.take_kept(&work.job) } else { None };
+        let reused = kept.is_some();
+        let mut stream = match kept.map_or_else(|| TcpStream::connect(work.job.address), Ok) {
             Ok(stream) => stream,
+            // Out of descriptors: an idle kept connection gives its own up, rather than the
+            // endpoint failing for the registry's want of one.
+            Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) && self.close_one_kept() => {
+                return self.start(work, started, false)
+            }
             // Refused at once (or no socket to be had): failed at once.
             Err(e) => return self.record(work, started, Outcome::Fail(describe(e))),
         };
@@ -331,17 +414,61 @@ impl Checks {
         let slot = &mut self.slots[index];
         slot.round = slot.round.wrapping_add(1);
         let token = token(index, slot.round);
-        // Both interests at once, edge-triggered: writable when connected, readable when the
-        // answer comes; one registration a probe and no changes to it.
-        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+        // Kept-alive when there is room to keep the connection afterwards.
+        let ask = if reused || self.kept.len() < self.config.keep_alive { Reuse::KeepAlive } else { Reuse::Close };
+        // On loopback and fast links the connection is usually up by the time `connect`
+        // returns: the request goes at once, and the probe then waits only for the answer
+        // (one wake-up a probe, not two). Otherwise it waits to be writable first.
+        write_request(&mut slot.request, work.job.address, ask);
+        let sent = match send(&stream, &slot.request, 0) {
+            Ok(sent) => sent,
+            Err(_) if reused => {
+                // The server closed the kept connection while it was idle: try a new one.
+                self.free.push(index);
+                return self.start(work, started, false);
+            }
+            Err(outcome) => {
+                self.free.push(index);
+                return self.record(work, started, outcome);
+            }
+        };
+        let interest =
+            if sent < slot.request.len() { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        // Edge-triggered, one registration a probe (a kept connection's moves to this token).
+        let registered = if reused {
+            self.poll.registry().reregister(&mut stream, token, interest)
+        } else {
+            self.poll.registry().register(&mut stream, token, interest)
+        };
+        if let Err(e) = registered {
             self.free.push(index);
             return self.record(work, started, Outcome::Fail(describe(e)));
         }
-        write_request(&mut slot.request, work.job.address);
         slot.head.reset();
-        slot.probe = Some(InFlight { work, stream, started, sent: 0 });
+        slot.probe = Some(InFlight { work, stream, started, sent, reused });
         self.in_flight += 1;
         self.deadlines.push_back((started + self.config.timeout, token));
+    }
+
+    /// The connection kept for `job`'s endpoint, if it was kept for this registration of it.
+    fn take_kept(&mut self, job: &CheckJob) -> Option<TcpStream> {
+        let kept = self.kept.remove(&job.address)?;
+        // One kept for an earlier registration at this address is closed (dropped) here.
+        (kept.generation == job.generation).then_some(kept.stream)
+    }
+
+    /// Closes some kept connection, if there is one.
+    fn close_one_kept(&mut self) -> bool {
+        let Some(address) = self.kept.keys().next().copied() else { return false };
+        self.kept.remove(&address);
+        true
+    }
+
+    /// Closes the connection kept for an endpoint that is gone or moved.
+    fn forget(&mut self, job: &CheckJob) {
+        if self.kept.get(&job.address).is_some_and(|kept| kept.generation == job.generation) {
+            self.kept.remove(&job.address);
+        }
     }
 
     /// Moves a probe on: writes the request once connected, reads the head once it comes.
@@ -354,7 +481,7 @@ impl Checks {
         let Slot { probe, request, head, .. } = &mut self.slots[index];
         let Some(probe) = probe.as_mut() else { return };
         if let Some(outcome) = step(probe, request, head, event) {
-            self.finish(index, outcome);
+            self.finish(index, outcome, Ended::Answered);
         }
     }
 
@@ -370,18 +497,37 @@ impl Checks {
                 let slot = &self.slots[index];
                 let expect = slot.probe.as_ref().map(|p| p.work.job.name.as_str());
                 let outcome = slot.head.stalled("timed out".into(), expect);
-                self.finish(index, outcome);
+                self.finish(index, outcome, Ended::TimedOut);
             }
         }
     }
 
-    /// Closes a probe's connection, frees its slot and records its outcome.
-    fn finish(&mut self, index: usize, outcome: Outcome) {
-        let Some(InFlight { work, stream, started, .. }) = self.slots[index].probe.take() else { return };
-        // Closed before the store is asked; an answer left unread makes the close a reset.
-        drop(stream);
+    /// Keeps or closes a probe's connection, frees its slot and records its outcome; or, when
+    /// a kept connection turns out closed by the server while idle, tries again on a new one.
+    fn finish(&mut self, index: usize, outcome: Outcome, ended: Ended) {
+        let Some(InFlight { work, mut stream, started, reused, .. }) = self.slots[index].probe.take() else { return };
         self.free.push(index);
         self.in_flight -= 1;
+        let head = &self.slots[index].head;
+        if reused && ended == Ended::Answered && !head.answered() {
+            drop(stream);
+            return self.start(work, started, false);
+        }
+        let keep = match head.whole_answer() {
+            Some(length) if !matches!(outcome, Outcome::Taken(_)) && self.kept.len() < self.config.keep_alive => {
+                // The answer was only peeked: reading it leaves the connection at the start of
+                // the next one. It arrived whole, so one read takes it all.
+                let mut answer = [0; MAX_READ];
+                matches!(stream.read(&mut answer[..length]), Ok(n) if n == length)
+            }
+            _ => false,
+        };
+        if keep {
+            self.kept.insert(work.job.address, Kept { generation: work.job.generation, stream });
+        } else {
+            // Closed before the store is asked; an answer left unread makes the close a reset.
+            drop(stream);
+        }
         self.record(work, started, outcome);
     }
 
@@ -394,12 +540,21 @@ impl Checks {
         if applied == Applied::Removed {
             self.metrics.removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // A job whose endpoint is gone has nothing to plan.
+        // A job whose endpoint is gone has nothing to plan, and no connection to keep.
         if matches!(applied, Applied::Recorded { .. }) {
             let due = next_due(work.due, work.first, self.config.interval, &self.spread, &work.job);
             self.plan(Work { due, first: false, ..work });
+        } else {
+            self.forget(&work.job);
         }
     }
+}
+
+/// How a probe in flight ended: with what it read, or at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Answered,
+    TimedOut,
 }
 
 /// One probe's progress on `event`: its outcome when it is over.
@@ -412,16 +567,12 @@ fn step(probe: &mut InFlight, request: &[u8], head: &mut HeadReader, event: &mio
                 Ok(None) => {}
             }
         }
-        // One small write into a new connection's empty send buffer: it goes whole. Before
-        // the connect completes, the write would block: wait for the next event.
-        while probe.sent < request.len() {
-            match (&probe.stream).write(&request[probe.sent..]) {
-                Ok(0) => return Some(Outcome::Fail("connection closed before an answer".into())),
-                Ok(n) => probe.sent += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Some(Outcome::Fail(describe(e))),
-            }
+        match send(&probe.stream, request, probe.sent) {
+            Ok(sent) => probe.sent = sent,
+            Err(outcome) => return Some(outcome),
+        }
+        if probe.sent < request.len() {
+            return None;
         }
         // Edge-triggered: an answer that came with this event must be read now; otherwise its
         // own event will come.
@@ -439,6 +590,22 @@ fn step(probe: &mut InFlight, request: &[u8], head: &mut HeadReader, event: &mio
             Err(e) => return Some(head.stalled(describe(e), expect)),
         }
     }
+}
+
+/// Writes what is left of `request` after `sent` bytes: how much has gone in all, or the
+/// failure. One small write into a new connection's empty send buffer goes whole; before the
+/// connect completes it would block, and the rest waits for the socket to be writable.
+fn send(stream: &TcpStream, request: &[u8], mut sent: usize) -> Result<usize, Outcome> {
+    while sent < request.len() {
+        match (&*stream).write(&request[sent..]) {
+            Ok(0) => return Err(Outcome::Fail("connection closed before an answer".into())),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Outcome::Fail(describe(e))),
+        }
+    }
+    Ok(sent)
 }
 
 /// Logs what a check changed: a first pass at info, every other transition at warn, removals
@@ -474,7 +641,7 @@ mod tests {
     use common::validate::Valid;
     use common::wire::Endpoint;
     use std::net::{SocketAddr, TcpListener, TcpStream as StdStream};
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
     use std::sync::Mutex;
 
     /// One checker at a time in this binary, so that counting its threads counts only its own.
@@ -491,10 +658,14 @@ mod tests {
     }
 
     fn start(interval: Duration, timeout: Duration) -> Setup {
+        start_keeping(interval, timeout, CheckConfig::default().keep_alive)
+    }
+
+    fn start_keeping(interval: Duration, timeout: Duration, keep_alive: usize) -> Setup {
         let thresholds = Thresholds { failures_before_critical: 1, deregister_critical_after: Duration::from_secs(60) };
         let store = Arc::new(Store::new(thresholds, 10_000, GuardConfig::default()));
         let metrics = Arc::new(Metrics::default());
-        let config = CheckConfig { interval, timeout, ..CheckConfig::default() };
+        let config = CheckConfig { interval, timeout, keep_alive, ..CheckConfig::default() };
         let checker = Checker::start(store.clone(), config, metrics.clone()).expect("the checker starts");
         Setup { store, metrics, checker }
     }
@@ -535,46 +706,61 @@ mod tests {
             .count()
     }
 
-    /// A loopback endpoint that answers every connection with `pieces` (50 ms apart) and
-    /// notes when each request came, until dropped.
+    /// A loopback endpoint that answers every request with `pieces` (50 ms apart), on as many
+    /// connections as the prober opens, and notes when each request came, until dropped.
     struct Server {
         addr: SocketAddr,
         arrivals: Arc<Mutex<Vec<Instant>>>,
+        connections: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     }
 
     impl Server {
         fn answering(pieces: &'static [&'static [u8]]) -> Server {
-            Server::serving(move |mut s: StdStream| {
+            Server::serving(move |s: &mut StdStream| {
                 for (i, piece) in pieces.iter().enumerate() {
                     if i > 0 {
                         thread::sleep(Duration::from_millis(50));
                     }
                     let _ = s.write_all(piece);
                 }
-                // Wait for the prober to close first: the side that closes first is the one a
-                // FIN would leave in TIME_WAIT.
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 256];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                // Then the next request on this connection, if the prober kept it; or wait
+                // for the prober to close first: the side that closes first is the one a FIN
+                // would leave in TIME_WAIT.
+                true
+            })
+        }
+
+        /// Answers `answer` and closes each connection after it, as a server does whose idle
+        /// timeout is shorter than the check interval.
+        fn closing_after_each(answer: &'static [u8]) -> Server {
+            Server::serving(move |s: &mut StdStream| {
+                let _ = s.write_all(answer);
+                false
             })
         }
 
         /// Accepts every connection and holds it, never answering.
         fn hung() -> Server {
             let held = Arc::new(Mutex::new(Vec::new()));
-            Server::serving(move |s| held.lock().unwrap().push(s))
+            Server::serving(move |s: &mut StdStream| {
+                held.lock().unwrap().push(s.try_clone().expect("a second handle"));
+                false
+            })
         }
 
-        fn serving(serve: impl Fn(StdStream) + Send + Sync + 'static) -> Server {
+        /// Serves each connection on a thread: `serve` answers one request and says whether
+        /// the connection may carry another.
+        fn serving(serve: impl Fn(&mut StdStream) -> bool + Send + Sync + 'static) -> Server {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
             let addr = listener.local_addr().unwrap();
             let arrivals = Arc::new(Mutex::new(Vec::new()));
+            let connections = Arc::new(AtomicUsize::new(0));
             let stop = Arc::new(AtomicBool::new(false));
             let thread = thread::spawn({
-                let (arrivals, stop) = (arrivals.clone(), stop.clone());
+                let (arrivals, connections, stop) = (arrivals.clone(), connections.clone(), stop.clone());
                 move || {
                     let serve = Arc::new(serve);
                     let t0 = Instant::now();
@@ -584,22 +770,25 @@ mod tests {
                             thread::sleep(Duration::from_millis(1));
                             continue;
                         };
+                        connections.fetch_add(1, SeqCst);
                         let _ = s.set_nonblocking(false);
                         let serve = serve.clone();
                         let arrivals = arrivals.clone();
                         thread::spawn(move || {
                             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                             let mut buf = [0u8; 1024];
-                            if !matches!(s.read(&mut buf), Ok(n) if n > 0) {
-                                return;
+                            // Each read is one request: the prober sends one, then waits.
+                            while matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                                arrivals.lock().unwrap().push(Instant::now());
+                                if !serve(&mut s) {
+                                    return;
+                                }
                             }
-                            arrivals.lock().unwrap().push(Instant::now());
-                            serve(s);
                         });
                     }
                 }
             });
-            Server { addr, arrivals, stop, thread: Some(thread) }
+            Server { addr, arrivals, connections, stop, thread: Some(thread) }
         }
 
         fn arrivals(&self) -> Vec<Instant> {
@@ -683,23 +872,77 @@ mod tests {
 
     use super::test_shared::time_wait_towards;
 
-    #[test]
-    fn checks_leave_no_socket_in_time_wait() {
-        let _serial = one_at_a_time();
-        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
-        let web = Server::answering(OK);
-        setup.register("web-1", web.addr);
+    /// Waits up to 5 s for `n` probes.
+    fn wait_for_probes(setup: &Setup, n: u64) {
         let t0 = Instant::now();
-        while setup.probes() < 5 {
-            assert!(t0.elapsed() < Duration::from_secs(5), "5 checks within 5 s");
+        while setup.probes() < n {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{n} checks within 5 s");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn checks_without_kept_connections_leave_no_socket_in_time_wait() {
+        let _serial = one_at_a_time();
+        let setup = start_keeping(Duration::from_millis(50), Duration::from_secs(2), 0);
+        let web = Server::answering(OK);
+        setup.register("web-1", web.addr);
+        wait_for_probes(&setup, 5);
         assert_eq!(setup.metrics.probes_failed.load(SeqCst), 0);
+        assert!(web.connections.load(SeqCst) >= 5, "a connection a check");
         // Let the endpoint's threads see the resets. Counted before the checker stops: a probe
         // abandoned in flight by the stop is closed before its answer, with a FIN.
         thread::sleep(Duration::from_millis(100));
         assert_eq!(time_wait_towards(web.addr.port()), 0, "the checker's sockets are reset, not left in TIME_WAIT");
         drop(setup);
+    }
+
+    #[test]
+    fn an_endpoint_is_checked_again_on_the_connection_kept_from_its_last_check() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
+        let web = Server::answering(OK);
+        // Answers that cannot carry another on their connection are closed, as before.
+        let closing = Server::answering(&[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"]);
+        let no_length = Server::answering(&[b"HTTP/1.1 200 OK\r\n\r\n"]);
+        setup.register("web-1", web.addr);
+        setup.register("closing", closing.addr);
+        setup.register("unsized", no_length.addr);
+        wait_for_probes(&setup, 15);
+        assert_eq!(setup.metrics.probes_failed.load(SeqCst), 0);
+        assert!(web.arrivals().len() >= 5);
+        assert_eq!(web.connections.load(SeqCst), 1, "every check of web-1 on one connection");
+        assert!(closing.connections.load(SeqCst) >= 4, "Connection: close is honoured");
+        assert!(no_length.connections.load(SeqCst) >= 4, "an answer without a length is not kept");
+        thread::sleep(Duration::from_millis(100));
+        for server in [&web, &closing, &no_length] {
+            assert_eq!(time_wait_towards(server.addr.port()), 0, "closed with resets, or kept");
+        }
+    }
+
+    #[test]
+    fn a_kept_connection_the_server_closed_is_replaced_without_a_failure() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
+        let web = Server::closing_after_each(OK[0]);
+        setup.register("web-1", web.addr);
+        wait_for_probes(&setup, 6);
+        assert_eq!(setup.metrics.probes_failed.load(SeqCst), 0, "{:?}", setup.store.get("web-1"));
+        assert!(web.connections.load(SeqCst) >= 6, "a new connection when the kept one was closed");
+        assert_eq!(setup.store.get("web-1").unwrap().status, Status::Passing);
+    }
+
+    #[test]
+    fn a_kept_connection_answered_by_another_instance_is_taken() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
+        // The same port, the answer naming web-2: the connection is not kept for a stranger.
+        let web = Server::answering(&[b"HTTP/1.1 200 OK\r\nX-Instance-Name: web-2\r\nContent-Length: 3\r\n\r\nok\n"]);
+        setup.register("web-1", web.addr);
+        let record = setup.wait_for("web-1", Duration::from_secs(2), |r| r.status == Status::Critical);
+        assert!(record.last_error.unwrap_or_default().contains("\"web-2\""));
+        wait_for_probes(&setup, 3);
+        assert!(web.connections.load(SeqCst) >= 2, "each check of a stranger on a new connection");
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod api;
 mod blocking_query;
 mod checker;
 mod cidr;
+mod file_limit;
 mod guard;
 mod health;
 mod metrics;

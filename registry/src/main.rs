@@ -69,6 +69,13 @@ const SPEC: &[Flag] = &[
         help: "health checks in flight at once (each holds a socket until it ends)",
     },
     Flag {
+        name: "check-keep-alive",
+        env: "REGISTRY_CHECK_KEEP_ALIVE",
+        value: "N",
+        default: "1024",
+        help: "connections kept open between checks (each a socket; 0: a new one every check)",
+    },
+    Flag {
         name: "max-endpoints",
         env: "REGISTRY_MAX_ENDPOINTS",
         value: "N",
@@ -197,6 +204,10 @@ fn config(values: &Values) -> Result<Config, FlagError> {
             interval: duration("check-interval", defaults.check.interval)?,
             timeout: duration("check-timeout", defaults.check.timeout)?,
             concurrency: count("check-concurrency", defaults.check.concurrency, 65536)?,
+            keep_alive: values.parse_with("check-keep-alive", defaults.check.keep_alive, |s| match s.parse() {
+                Ok(n) if n <= 1_000_000 => Ok(n),
+                _ => Err("must be a whole number from 0 to 1000000".to_string()),
+            })?,
         },
         thresholds: Thresholds {
             failures_before_critical: count(

@@ -5,6 +5,7 @@ use crate::access::{ProbePolicy, WriteToken};
 use crate::api::{self, Routed};
 use crate::blocking_query;
 use crate::checker::{CheckConfig, Checker};
+use crate::file_limit;
 use crate::guard::GuardConfig;
 use crate::health::Thresholds;
 use crate::metrics::Metrics;
@@ -116,7 +117,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     end_warm_up_after(&store, config.warm_up)
         .map_err(|source| StartError { what: "cannot start the warm-up timer".into(), source })?;
     let metrics = Arc::new(Metrics::default());
-    let checker = Checker::start(store.clone(), config.check, metrics.clone())
+    let check = within_file_limit(config);
+    let checker = Checker::start(store.clone(), check, metrics.clone())
         .map_err(|source| StartError { what: "cannot start the health checker".into(), source })?;
     let registry = Arc::new(Registry {
         store,
@@ -130,6 +132,21 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let api = serve(api_listener, Listener::Api, &registry, limits(config, Listener::Api))?;
     let ui = serve(ui_listener, Listener::Ui, &registry, limits(config, Listener::Ui))?;
     Ok(Running { api_addr: api.0, ui_addr: ui.0, registry, listeners: vec![api.1, ui.1] })
+}
+
+/// The checker's settings, with no more kept connections than the open-file limit leaves.
+fn within_file_limit(config: &Config) -> CheckConfig {
+    let limit = file_limit::open_file_limit();
+    let check = config.check;
+    let keep_alive = file_limit::keep_alive_within(limit, check.keep_alive, check.concurrency, config.max_connections);
+    if keep_alive < check.keep_alive {
+        log::warn!(
+            "keeping at most {keep_alive} connections between checks, not {}: the open-file limit is {}",
+            check.keep_alive,
+            limit.unwrap_or_default()
+        );
+    }
+    CheckConfig { keep_alive, ..check }
 }
 
 /// Says when the warm-up is over, to the log and to watchers.

@@ -494,7 +494,12 @@ fn listing_is_sorted_filtered_and_indexed() {
     // Accepts the probe and never answers: the endpoint stays pending for the whole test.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let registry = Registry::start(Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(10), concurrency: 8 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(10),
+            concurrency: 8,
+            ..CheckConfig::default()
+        },
         ..config()
     });
     let dead = refused_address();
@@ -958,7 +963,12 @@ fn a_hung_endpoint_does_not_delay_a_dead_ones_detection() {
     let never_accepted = TcpListener::bind("127.0.0.1:0").unwrap();
     let held = Holder::start();
     let registry = Registry::start(Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(2), concurrency: 3 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(2),
+            concurrency: 3,
+            ..CheckConfig::default()
+        },
         ..config()
     });
     registry.register("hung-1", never_accepted.local_addr().unwrap(), &[]);
@@ -986,7 +996,12 @@ fn a_hung_endpoint_does_not_delay_a_dead_ones_detection() {
 fn a_thousand_endpoints_from_sixteen_threads_are_all_listed() {
     let instances: Vec<Responder> = (0..4).map(|_| Responder::healthy()).collect();
     let registry = Registry::start(Config {
-        check: CheckConfig { interval: Duration::from_secs(2), timeout: Duration::from_secs(2), concurrency: 64 },
+        check: CheckConfig {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            concurrency: 64,
+            ..CheckConfig::default()
+        },
         ..config()
     });
     let (api, total, threads) = (registry.api, 1000, 16);
@@ -1034,7 +1049,12 @@ fn the_page_escapes_what_clients_sent_and_counts_statuses() {
     let hostile = Responder::on(0, markup_reply);
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let registry = Registry::start(Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(10), concurrency: 8 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(10),
+            concurrency: 8,
+            ..CheckConfig::default()
+        },
         ..config()
     });
     let script = "<script>alert(1)</script>";

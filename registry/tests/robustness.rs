@@ -1177,6 +1177,7 @@ fn guard_config(max_hold: Duration) -> Config {
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(300),
             concurrency: 16,
+            ..CheckConfig::default()
         },
         thresholds: Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_millis(500) },
         guard: GuardConfig { share: 0.5, max_hold, ..GuardConfig::default() },
@@ -1295,7 +1296,12 @@ fn a_hold_releases_as_soon_as_most_pass_again_and_nothing_is_removed() {
 fn moving_a_name_between_hung_addresses_does_not_stall_other_checks() {
     let _serial = one_at_a_time();
     let config = Config {
-        check: CheckConfig { interval: Duration::from_millis(100), timeout: Duration::from_secs(1), concurrency: 2 },
+        check: CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+            concurrency: 2,
+            ..CheckConfig::default()
+        },
         ..config()
     };
     let registry = Registry::start(config);

@@ -85,6 +85,9 @@ struct Fleet {
     reset_at: u64,
     probes: u64,
     hung_accepts: u64,
+    /// Connections accepted since the last `reset`: with probes that keep their connection,
+    /// fewer than the probes.
+    accepts: u64,
     /// Listeners whose accept failed for lack of descriptors: retried on every turn.
     backlogged: Vec<usize>,
     /// The next port to try: see [`Fleet::bind`].
@@ -172,6 +175,7 @@ fn main() {
         reset_at: 0,
         probes: 0,
         hung_accepts: 0,
+        accepts: 0,
         backlogged: Vec::new(),
         next_port: 0,
         ports: flags.ports.unwrap_or_else(ephemeral_ports),
@@ -355,6 +359,7 @@ impl Fleet {
         self.reset_at = self.now();
         self.probes = 0;
         self.hung_accepts = 0;
+        self.accepts = 0;
         for e in &mut self.endpoints {
             e.probes = 0;
             e.first = None;
@@ -367,7 +372,7 @@ impl Fleet {
     /// `window_ms`, `probes`, `live`, `probed` (at least one probe), `probed_twice`,
     /// `max_gap_ms` / `p50_gap_ms` / `p99_gap_ms` (over each endpoint's longest gap between two
     /// probes), `max_first_ms` (the last endpoint's first probe), `max_stale_ms` (the longest any
-    /// live endpoint has now gone unprobed), `hung_accepts`, `open_connections`.
+    /// live endpoint has now gone unprobed), `hung_accepts`, `accepts`, `open_connections`.
     fn stats(&self) -> serde_json::Value {
         let now = self.now();
         let ms = |ns: u64| (ns as f64 / 1e6 * 1000.0).round() / 1000.0;
@@ -388,6 +393,7 @@ impl Fleet {
             "max_first_ms": ms(max_first),
             "max_stale_ms": ms(max_stale.unwrap_or(0)),
             "hung_accepts": self.hung_accepts,
+            "accepts": self.accepts,
             "open_connections": self.slots.iter().filter(|s| matches!(s, Slot::Conn(_))).count(),
         })
     }
@@ -417,6 +423,7 @@ impl Fleet {
                         self.free.push(i);
                         continue;
                     }
+                    self.accepts += 1;
                     if self.endpoints[endpoint].kind == Kind::Hung {
                         self.hung_accepts += 1;
                     }

@@ -36,6 +36,7 @@ pub fn config() -> Config {
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(500),
             concurrency: 8,
+            ..CheckConfig::default()
         },
         thresholds: Thresholds { failures_before_critical: 2, deregister_critical_after: Duration::from_secs(30) },
         // Tests that remove things start removing at once; the warm-up has its own tests.

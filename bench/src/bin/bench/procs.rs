@@ -274,9 +274,28 @@ pub struct Fleet {
 /// A fleet command answers in milliseconds; this bounds a stuck one.
 const FLEET_ANSWER: Duration = Duration::from_secs(30);
 
+/// Ports tried for fleets' listeners: the [`PORT_SPAN`] ports just below the kernel's
+/// ephemeral range (from 1024 at the lowest). A port a listener holds, on any address, is one
+/// `connect` cannot take as its source port: with the fleet's 10,000 in the ephemeral range, the
+/// kernel's search for a free one took 24% of the registry's CPU (perf, 10,000 endpoints),
+/// which a registry whose servers listen on other hosts, as in a cluster, never pays.
+pub fn below_ephemeral_ports() -> (u16, u16) {
+    fleet_ports(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default())
+}
+
+fn fleet_ports(ephemeral: &str) -> (u16, u16) {
+    let low = ephemeral.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let high = low.saturating_sub(1).max(1024 + PORT_SPAN);
+    (high - PORT_SPAN, high)
+}
+
+/// How many ports a fleet may try: its endpoints and some taken by other programs.
+pub const PORT_SPAN: u16 = 20_000;
+
 impl Fleet {
+    /// A fleet on 127.0.0.1, listening below the ephemeral range.
     pub fn start(binary: &Path, log: &Path) -> Result<Fleet, String> {
-        Fleet::start_at(binary, log, None, None)
+        Fleet::start_at(binary, log, None, Some(below_ephemeral_ports()))
     }
 
     /// A fleet listening on `ip` (`--ip`; 127.0.0.1 when `None`), on `ports` (`--ports`; the
@@ -433,6 +452,13 @@ mod tests {
     fn memory_of_a_live_process_is_read() {
         let own = memory(std::process::id() as i32).unwrap();
         assert!(own.rss > 0 && own.peak >= own.rss, "{own:?}");
+    }
+
+    #[test]
+    fn fleets_listen_just_below_the_ephemeral_range() {
+        assert_eq!(fleet_ports("32768\t60999\n"), (12767, 32767));
+        assert_eq!(fleet_ports("10000 60999"), (1024, 21024));
+        assert_eq!(fleet_ports(""), (12767, 32767));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! One process may hold at most the hard open-file limit (20,000 here), so the endpoints are
 //! spread over [`FLEETS`] fleet processes, each listening on a loopback address of its own
 //! (127.0.0.2 ... 127.0.0.7: ports are per address, so each has the whole ephemeral range). The
-//! fleets listen on ports below the kernel's ephemeral range ([`fleet_ports`]), all six on the
+//! fleets listen on ports below the kernel's ephemeral range ([`procs::below_ephemeral_ports`]), all six on the
 //! same ones: a port a listener holds, on any address, is one `connect` cannot take as its
 //! source port, and with the fleets in the ephemeral range the kernel's search for a free one
 //! cost the registry about 340 µs of CPU per probe (the first run of this measurement). The
@@ -59,17 +59,6 @@ const MEMORY: u8 = 3;
 fn fleet_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 2 + i as u8)
 }
-
-/// Ports tried for the fleets' listeners: the [`PORT_SPAN`] ports just below the kernel's
-/// ephemeral range (from 1024 at the lowest), leaving that range whole to the registry's probes.
-fn fleet_ports(ephemeral: &str) -> (u16, u16) {
-    let low = ephemeral.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
-    let high = low.saturating_sub(1).max(1024 + PORT_SPAN);
-    (high - PORT_SPAN, high)
-}
-
-/// How many ports each fleet may try: its endpoints and some taken by other programs.
-const PORT_SPAN: u16 = 20_000;
 
 /// How many endpoints fleet `i` of `fleets` holds: `total` spread as evenly as it goes.
 fn share(total: usize, fleets: usize, i: usize) -> usize {
@@ -158,8 +147,7 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
     let mut report = Report::default();
 
     // The fleets: FLEETS processes, one loopback address each, all on the same ports.
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let ports = fleet_ports(&ephemeral);
+    let ports = procs::below_ephemeral_ports();
     let mut fleets = Vec::with_capacity(FLEETS);
     let mut addresses: Vec<(Ipv4Addr, u16)> = Vec::with_capacity(ENDPOINTS);
     for i in 0..FLEETS {
@@ -365,7 +353,11 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
          probes' source ports",
         ports.0,
         ports.1,
-        ephemeral.split_whitespace().collect::<Vec<_>>().join("-")
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join("-")
     ));
     report.note(format!(
         "the registry ran with {}; its open-file limit was the driver's ({nofile}); probes in flight are capped by \
@@ -400,10 +392,7 @@ mod tests {
         assert!(shares.iter().all(|&n| n + FLEET_SPARE <= 20_000), "{shares:?}");
         assert_eq!(fleet_ip(0), Ipv4Addr::new(127, 0, 0, 2));
         assert_eq!(fleet_ip(FLEETS - 1), Ipv4Addr::new(127, 0, 0, 7));
-        assert_eq!(fleet_ports("32768\t60999\n"), (12767, 32767));
-        assert_eq!(fleet_ports("10000 60999"), (1024, 21024));
-        assert_eq!(fleet_ports(""), (12767, 32767));
-        assert!(usize::from(PORT_SPAN) > share(ENDPOINTS, FLEETS, 0));
+        assert!(usize::from(procs::PORT_SPAN) > share(ENDPOINTS, FLEETS, 0));
     }
 
     #[test]
