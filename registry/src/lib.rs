@@ -15,7 +15,9 @@
 //! reply        answers on the wire         -> metrics, route, text
 //! state        the shared Registry         -> store, checker, views, access, metrics
 //! checker      one thread, every probe     -> store, metrics, common::probe
-//! views, page  cached renderings           -> store
+//! views        cached renderings           -> page, stream, store
+//! stream       renderings written in pieces -> page, reply, store
+//! page         the HTML                    -> common::wire
 //! store        endpoints, the watch index  -> health, guard, text, common::wire
 //! metrics      counters, by Route          -> route
 //! health, guard, access, cidr, route, text, url: leaves (access -> cidr)
@@ -38,6 +40,7 @@ mod route;
 mod startup;
 mod state;
 mod store;
+mod stream;
 mod text;
 mod url;
 mod views;

@@ -37,6 +37,17 @@ pub fn render(endpoints: &[Endpoint], index: u64, version: &str, banner: Option<
         counts[e.status.index()] += 1;
     }
     let mut html = String::with_capacity(1024 + endpoints.len() * 320);
+    head(&mut html, counts, index, banner);
+    for e in endpoints {
+        row(&mut html, e);
+    }
+    tail(&mut html, counts, version);
+    html
+}
+
+/// The page up to its first row: `counts` per status, in [`Status::ALL`] order, are those of
+/// the rows that follow. A page rendered in pieces is [`head`], every [`row`], then [`tail`].
+pub fn head(html: &mut String, counts: [usize; 3], index: u64, banner: Option<&str>) {
     let _ = write!(
         html,
         r#"<!DOCTYPE html>
@@ -67,23 +78,32 @@ th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-a
     for (status, count) in Status::ALL.iter().zip(counts) {
         let _ = write!(html, r#"<span class="{status}">{count} {status}</span>"#);
     }
-    let _ = writeln!(html, "<span>{} in all</span></p>", endpoints.len());
-    if endpoints.is_empty() {
+    let total: usize = counts.iter().sum();
+    let _ = writeln!(html, "<span>{total} in all</span></p>");
+    if total == 0 {
         html.push_str("<p>No endpoints registered yet. Instances register with <code>POST /register</code> on the API port.</p>\n");
     } else {
         html.push_str("<table>\n<thead><tr><th>Name</th><th>Address</th><th>Status</th><th>Tags</th><th>Last check</th><th>Last error</th></tr></thead>\n<tbody>\n");
-        for e in endpoints {
-            let address = escape(&e.address);
-            let tags = escape(&e.tags.join(", "));
-            let _ = writeln!(
-                html,
-                r#"<tr><td>{}</td><td><a href="http://{address}/">{address}</a></td><td class="{status}">{status}</td><td>{tags}</td><td>{}</td><td class="error">{}</td></tr>"#,
-                escape(&e.name),
-                escape(e.last_check.as_deref().unwrap_or("never")),
-                escape(e.last_error.as_deref().unwrap_or("")),
-                status = e.status,
-            );
-        }
+    }
+}
+
+/// One endpoint's row of the table.
+pub fn row(html: &mut String, e: &Endpoint) {
+    let address = escape(&e.address);
+    let tags = escape(&e.tags.join(", "));
+    let _ = writeln!(
+        html,
+        r#"<tr><td>{}</td><td><a href="http://{address}/">{address}</a></td><td class="{status}">{status}</td><td>{tags}</td><td>{}</td><td class="error">{}</td></tr>"#,
+        escape(&e.name),
+        escape(e.last_check.as_deref().unwrap_or("never")),
+        escape(e.last_error.as_deref().unwrap_or("")),
+        status = e.status,
+    );
+}
+
+/// The page after its last row; `counts` as given to [`head`].
+pub fn tail(html: &mut String, counts: [usize; 3], version: &str) {
+    if counts.iter().sum::<usize>() > 0 {
         html.push_str("</tbody>\n</table>\n");
     }
     let _ = write!(
@@ -92,7 +112,6 @@ th,td{{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-a
          (every {REFRESH_SECONDS}s without JavaScript)</footer>\n{LIVE_SCRIPT}</body>\n</html>\n",
         escape(version)
     );
-    html
 }
 
 #[cfg(test)]

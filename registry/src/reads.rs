@@ -2,10 +2,11 @@
 //! rendering it with the watch index it reflects. Asked now by `api`, or later by a blocking
 //! query once the index moves.
 
-use crate::reply::{Reply, HTML, JSON};
+use crate::reply::{Body, Reply, HTML, JSON};
 use crate::route::Route;
 use crate::state::Registry;
 use crate::store::Filter;
+use crate::views::View;
 use common::wire::{INDEX_HEADER, WARMING_HEADER};
 use std::time::Duration;
 
@@ -41,14 +42,8 @@ pub fn with_warming(reply: Reply, registry: &Registry) -> Reply {
 /// Renders a read's answer, with the watch index it reflects.
 pub fn answer(registry: &Registry, read: &Read) -> Reply {
     let reply = match read {
-        Read::List(filter) => {
-            let rendered = registry.views.endpoints(&registry.store, filter);
-            Reply::shared(JSON, rendered.body).with_header(INDEX_HEADER, rendered.index.to_string())
-        }
-        Read::Page => {
-            let rendered = registry.views.page(&registry.store);
-            Reply::shared(HTML, rendered.body).with_header(INDEX_HEADER, rendered.index.to_string())
-        }
+        Read::List(filter) => view_reply(JSON, registry.views.endpoints(&registry.store, filter)),
+        Read::Page => view_reply(HTML, registry.views.page(&registry.store)),
         Read::One(name) => {
             let index = registry.store.index();
             match registry.store.get(name) {
@@ -59,6 +54,17 @@ pub fn answer(registry: &Registry, read: &Read) -> Reply {
         }
     };
     with_warming(reply, registry)
+}
+
+/// A listing's or the page's answer, with the watch index it reflects.
+fn view_reply(content_type: &'static str, view: View) -> Reply {
+    let (reply, index) = match view {
+        View::Whole(rendered) => (Reply::shared(content_type, rendered.body), rendered.index),
+        View::Streamed { index, body } => {
+            (Reply { status: 200, content_type, headers: Vec::new(), body: Body::Streamed(body) }, index)
+        }
+    };
+    reply.with_header(INDEX_HEADER, index.to_string())
 }
 
 /// The answer for a Name that is not registered.

@@ -9,10 +9,11 @@ use common::clock;
 use common::probe::Outcome;
 use common::validate::Valid;
 use common::wire::{Endpoint, Status};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the checker needs to probe one endpoint, and to know whether its answer still applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,14 @@ pub struct Filter {
     pub tags: Vec<String>,
 }
 
+/// Part of a listing: see [`Store::batch`].
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub records: Vec<Endpoint>,
+    /// The Name to read the next batch after; `None` at the end.
+    pub next: Option<String>,
+}
+
 /// A consistent listing: the records and the watch index at the moment it was taken.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -88,24 +97,50 @@ pub struct Snapshot {
     pub records: Vec<Endpoint>,
 }
 
-/// One endpoint as the store keeps it: compact (times as times, the address parsed, the Name
-/// only as the map's key), since at 10,000 endpoints every field is 10,000 of them. The wire
-/// record is built from it when asked for: from a copy taken while the store's lock is held and
-/// turned into text after it is released, so that registrations and probe results queue on the
-/// lock for a map lookup and not for formatting.
+/// One endpoint as the store keeps it: compact (times as milliseconds, the address parsed, the
+/// tags in one allocation, the Name only as the map's key), since at 100,000 endpoints every
+/// byte is 100 KB. It is boxed in the map, so the map's nodes stay small (a node holds eleven
+/// of them) and one record costs one allocation of its own size. The wire record is built from
+/// it when asked for: from a copy taken while the store's lock is held and turned into text
+/// after it is released, so that registrations and probe results queue on the lock for a map
+/// lookup and not for formatting.
 #[derive(Clone)]
 struct Entry {
     address: SocketAddr,
-    tags: Vec<String>,
+    /// Every tag followed by `\n`: validated tags hold no control character, and one string is
+    /// one allocation where a `Vec<String>` was one per tag and one more for the vector.
+    tags: Box<str>,
     status: Status,
     consecutive_failures: u32,
-    registered_at: SystemTime,
-    last_check: Option<SystemTime>,
-    last_error: Option<String>,
+    /// Milliseconds since 1970, as `RegisteredAt` shows them.
+    registered_at: u64,
+    /// Milliseconds since 1970 of the last check; 0 before the first.
+    last_check: u64,
+    last_error: Option<Box<str>>,
     generation: u64,
     critical_since: Option<Instant>,
-    /// Registered with a `TTL`: the record ends unless registered again within it.
-    lease: Option<Lease>,
+    /// Registered with a `TTL`: the record ends unless registered again within it. Boxed: few
+    /// records have one, and unboxed it took 48 bytes of every record.
+    lease: Option<Box<Lease>>,
+}
+
+/// `tags` in the form [`Entry::tags`] keeps them.
+fn packed_tags(tags: &[String]) -> Box<str> {
+    let mut packed = String::with_capacity(tags.iter().map(|t| t.len() + 1).sum());
+    for tag in tags {
+        packed.push_str(tag);
+        packed.push('\n');
+    }
+    packed.into_boxed_str()
+}
+
+/// Milliseconds since 1970 (the resolution every time on the wire has).
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn wall(millis: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis)
 }
 
 /// A record's lease: how long each registration keeps it, and when the last one runs out.
@@ -124,8 +159,8 @@ struct Lease {
 }
 
 impl Lease {
-    fn starting(ttl: Option<Duration>, now: Instant, wall: SystemTime) -> Option<Lease> {
-        ttl.map(|ttl| Lease { ttl, expires: now + ttl, expires_wall: wall + ttl })
+    fn starting(ttl: Option<Duration>, now: Instant, wall: SystemTime) -> Option<Box<Lease>> {
+        ttl.map(|ttl| Box::new(Lease { ttl, expires: now + ttl, expires_wall: wall + ttl }))
     }
 }
 
@@ -134,7 +169,7 @@ impl Entry {
         Health {
             status: self.status,
             consecutive_failures: self.consecutive_failures,
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_deref().map(str::to_string),
             critical_since: self.critical_since,
         }
     }
@@ -144,24 +179,30 @@ impl Entry {
         Endpoint {
             name,
             address: text::address(self.address),
-            tags: self.tags,
+            tags: self.tags().map(str::to_string).collect(),
             status: self.status,
-            registered_at: clock::rfc3339(self.registered_at),
-            last_check: self.last_check.map(clock::rfc3339),
-            last_error: self.last_error,
+            registered_at: clock::rfc3339(wall(self.registered_at)),
+            last_check: (self.last_check > 0).then(|| clock::rfc3339(wall(self.last_check))),
+            last_error: self.last_error.map(String::from),
             consecutive_failures: self.consecutive_failures,
             expires_at: self.lease.map(|lease| clock::rfc3339(lease.expires_wall)),
         }
     }
 
+    fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.split_terminator('\n')
+    }
+
     /// Whether a listing with `filter` shows this entry.
     fn shown_by(&self, filter: &Filter) -> bool {
-        filter.status.is_none_or(|s| self.status == s) && filter.tags.iter().all(|t| self.tags.contains(t))
+        filter.status.is_none_or(|s| self.status == s) && filter.tags.iter().all(|t| self.tags().any(|m| m == t))
     }
 }
 
 struct State {
-    entries: HashMap<String, Entry>,
+    /// Sorted by Name, so that a listing is read in order a batch at a time (see
+    /// [`Store::batch`]) rather than copied whole and sorted.
+    entries: BTreeMap<Box<str>, Box<Entry>>,
     /// Endpoints per status, in [`Status::ALL`] order, kept with every change so that counting
     /// is free for the page, the metrics and the eviction guard.
     counts: [usize; 3],
@@ -207,7 +248,7 @@ impl Store {
     /// guard set by `guard`.
     pub fn new(thresholds: Thresholds, max_endpoints: usize, guard: GuardConfig) -> Store {
         let state = State {
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             counts: [0; 3],
             guard: EvictionGuard::new(guard, Instant::now()),
             // From 1, as Consul's: a client that has seen nothing asks with index=0 and is
@@ -279,14 +320,17 @@ impl Store {
         let (copy, change, check_now) = {
             let mut guard = self.lock();
             let state = &mut *guard;
-            match state.entries.get_mut(&name) {
+            match state.entries.get_mut(name.as_str()) {
                 Some(entry) if entry.address == address => {
                     // A renewed lease is no news to watchers; a lease that starts, ends or
                     // changes its TTL is.
-                    let changed = entry.tags != tags || entry.lease.map(|l| l.ttl) != ttl;
-                    entry.tags = tags;
+                    let changed =
+                        !entry.tags().eq(tags.iter().map(String::as_str)) || entry.lease.as_ref().map(|l| l.ttl) != ttl;
+                    if changed {
+                        entry.tags = packed_tags(&tags);
+                    }
                     entry.lease = lease;
-                    let copy = entry.clone();
+                    let copy = Entry::clone(entry);
                     if changed {
                         self.touched(state, true);
                     }
@@ -301,11 +345,11 @@ impl Store {
                     let generation = state.next_generation;
                     let entry = Entry {
                         address,
-                        tags,
+                        tags: packed_tags(&tags),
                         status: Status::Pending,
                         consecutive_failures: 0,
-                        registered_at: now,
-                        last_check: None,
+                        registered_at: millis(now),
+                        last_check: 0,
                         last_error: None,
                         generation,
                         critical_since: None,
@@ -313,7 +357,7 @@ impl Store {
                     };
                     let job = CheckJob { name: name.clone(), address, generation };
                     let copy = entry.clone();
-                    let replaced = state.entries.insert(name.clone(), entry);
+                    let replaced = state.entries.insert(name.as_str().into(), Box::new(entry));
                     state.count(replaced.map(|e| e.status), Some(Status::Pending));
                     self.touched(state, true);
                     (copy, change, Some(job))
@@ -335,20 +379,50 @@ impl Store {
 
     /// One endpoint by Name.
     pub fn get(&self, name: &str) -> Option<Endpoint> {
-        let copy = self.lock().entries.get(name).cloned();
+        let copy = self.lock().entries.get(name).map(|e| Entry::clone(e));
         copy.map(|e| e.record(name.to_string()))
     }
 
     /// The endpoints that match `filter`, sorted by Name, with the counters they reflect.
     pub fn list(&self, filter: &Filter) -> Snapshot {
         let state = self.lock();
-        let copies: Vec<(String, Entry)> =
-            state.entries.iter().filter(|(_, e)| e.shown_by(filter)).map(|(n, e)| (n.clone(), e.clone())).collect();
+        let copies: Vec<(String, Entry)> = state
+            .entries
+            .iter()
+            .filter(|(_, e)| e.shown_by(filter))
+            .map(|(n, e)| (n.to_string(), Entry::clone(e)))
+            .collect();
         let index = state.index;
         drop(state);
-        let mut records: Vec<Endpoint> = copies.into_iter().map(|(name, e)| e.record(name)).collect();
-        records.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let records: Vec<Endpoint> = copies.into_iter().map(|(name, e)| e.record(name)).collect();
         Snapshot { index, records }
+    }
+
+    /// Up to `max` of the endpoints that match `filter`, in Name order, starting after the Name
+    /// `after` (from the first without one), and where the next batch starts (`None`: there
+    /// is none). The lock is held for one batch only: a listing of any size is read a batch at
+    /// a time, each batch consistent in itself, so neither the lock nor a copy of the whole
+    /// store is held while a reader takes its time. At most `8 × max` entries are looked at
+    /// per batch, so a filter that matches little does not hold the lock for a whole scan.
+    pub fn batch(&self, filter: &Filter, after: Option<&str>, max: usize) -> Batch {
+        let state = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut copies: Vec<(String, Entry)> = Vec::with_capacity(max.min(state.entries.len()));
+        let max = max.max(1);
+        let mut next = None;
+        let mut last_looked: Option<&str> = None;
+        for (looked, (name, entry)) in state.entries.range::<str, _>((start, Bound::Unbounded)).enumerate() {
+            if copies.len() == max || looked == max * 8 {
+                next = last_looked.map(str::to_string);
+                break;
+            }
+            last_looked = Some(name);
+            if entry.shown_by(filter) {
+                copies.push((name.to_string(), Entry::clone(entry)));
+            }
+        }
+        drop(state);
+        Batch { records: copies.into_iter().map(|(name, e)| e.record(name)).collect(), next }
     }
 
     /// How many endpoints have each status, in [`Status::ALL`] order.
@@ -373,7 +447,7 @@ impl Store {
 
     /// Whether a check job still describes a registered endpoint.
     pub fn is_current(&self, job: &CheckJob) -> bool {
-        self.lock().entries.get(&job.name).is_some_and(|e| e.generation == job.generation)
+        self.lock().entries.get(job.name.as_str()).is_some_and(|e| e.generation == job.generation)
     }
 
     /// Asked just before a probe: whether the job still applies, and whether the endpoint's
@@ -383,14 +457,16 @@ impl Store {
     /// registry misses renewals as surely as it fails checks.
     pub fn before_check(&self, job: &CheckJob, now: Instant) -> BeforeCheck {
         let mut state = self.lock();
-        let Some(entry) = state.entries.get(&job.name).filter(|e| e.generation == job.generation) else {
+        let Some(entry) = state.entries.get(job.name.as_str()).filter(|e| e.generation == job.generation) else {
             return BeforeCheck::Stale;
         };
-        let Some(lease) = entry.lease.filter(|lease| now >= lease.expires) else { return BeforeCheck::Probe };
+        let Some(lease) = entry.lease.as_deref().copied().filter(|lease| now >= lease.expires) else {
+            return BeforeCheck::Probe;
+        };
         if self.holding_removals(&state, now) {
             return BeforeCheck::Probe;
         }
-        let Some(removed) = state.entries.remove(&job.name) else { return BeforeCheck::Stale };
+        let Some(removed) = state.entries.remove(job.name.as_str()) else { return BeforeCheck::Stale };
         state.count(Some(removed.status), None);
         self.touched(&mut state, true);
         drop(state);
@@ -401,7 +477,7 @@ impl Store {
     /// critical too long.
     pub fn record_check(&self, job: &CheckJob, outcome: &Outcome, now: Instant, wall: SystemTime) -> Applied {
         let mut state = self.lock();
-        let Some(entry) = state.entries.get_mut(&job.name).filter(|e| e.generation == job.generation) else {
+        let Some(entry) = state.entries.get_mut(job.name.as_str()).filter(|e| e.generation == job.generation) else {
             return Applied::Stale;
         };
         let before = entry.health();
@@ -417,9 +493,9 @@ impl Store {
             self.touched(&mut state, true);
         }
         let holding = self.holding_removals(&state, now);
-        let Some(entry) = state.entries.get_mut(&job.name) else { return Applied::Stale };
+        let Some(entry) = state.entries.get_mut(job.name.as_str()) else { return Applied::Stale };
         if after.expired(&self.thresholds, now) && !holding {
-            state.entries.remove(&job.name);
+            state.entries.remove(job.name.as_str());
             state.count(Some(before.status), None);
             self.touched(&mut state, true);
             return Applied::Removed;
@@ -427,8 +503,11 @@ impl Store {
         let meaningful = after != before;
         entry.status = after.status;
         entry.consecutive_failures = after.consecutive_failures;
-        entry.last_error = after.last_error;
-        entry.last_check = Some(wall);
+        // Only replaced when it changes: a failing endpoint's error is usually the same text.
+        if entry.last_error.as_deref() != after.last_error.as_deref() {
+            entry.last_error = after.last_error.map(String::into_boxed_str);
+        }
+        entry.last_check = millis(wall);
         entry.critical_since = after.critical_since;
         state.count(Some(before.status), Some(after.status));
         self.touched(&mut state, meaningful);

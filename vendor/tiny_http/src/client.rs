@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, IoSlice, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -28,7 +28,7 @@ pub struct ClientConnection {
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
-    sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
+    sink: SequentialWriterBuilder<Sink>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -79,7 +79,7 @@ impl ClientConnection {
 
         ClientConnection {
             reader: BufReader::with_capacity(1024, read_socket),
-            sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
+            sink: SequentialWriterBuilder::new(Sink(BufWriter::with_capacity(1024, write_socket))),
             remote_addr,
             no_more_requests: false,
             secure,
@@ -370,5 +370,31 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+}
+
+/// dynamic-ports patch: the connection's writer. A `BufWriter` alone sends a vectored write
+/// one buffer at a time (it cannot know its socket takes `writev`: `is_write_vectored` is not
+/// stable), so an answer's head went out as a packet of its own before its body. A vectored
+/// write at least as large as the buffer goes to the socket whole, after what was buffered.
+pub(crate) struct Sink(BufWriter<RefinedTcpStream>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        let total = bufs.iter().fold(0usize, |n, b| n.saturating_add(b.len()));
+        if total >= self.0.capacity() {
+            self.0.flush()?;
+            self.0.get_mut().write_vectored(bufs)
+        } else {
+            self.0.write_vectored(bufs)
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }

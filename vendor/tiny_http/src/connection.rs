@@ -111,6 +111,17 @@ impl Connection {
         }
     }
 
+    /// dynamic-ports patch: answers are written whole (one write per answer or per chunk), so
+    /// Nagle's algorithm only ever holds back an answer's last segment until the client's
+    /// delayed ACK, as nginx's `tcp_nodelay on` avoids.
+    pub(crate) fn set_nodelay(&self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nodelay(true),
+            #[cfg(unix)]
+            Self::Unix(_) => Ok(()),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

@@ -363,6 +363,7 @@ impl Server {
                     }
                     Ok((sock, _)) => {
                         let _ = sock.set_write_timeout(Some(limits.write_timeout));
+                        let _ = sock.set_nodelay();
                         let control = sock.try_clone().ok().map(Arc::new);
                         next_id += 1;
                         if let Some(control) = &control {

@@ -88,6 +88,10 @@ impl<R: Write> Write for NotifyOnDrop<R> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.write(buf)
     }
+    // dynamic-ports patch: forwarded (see `Sink`).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.inner.write_vectored(bufs)
+    }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }

@@ -77,6 +77,8 @@ struct Plan {
     idle_settle: Duration,
     /// Intervals observed after all 10,000 endpoints pass (the window adds one second).
     round_intervals: u32,
+    /// How long the 10,000-endpoint RSS row reads the JSON and the page, once a second each.
+    rss_window: Duration,
     /// Registry flags of the detection runs, and the interval and timeout they mean.
     detect_flags: Vec<String>,
     detect_interval: Duration,
@@ -97,6 +99,7 @@ impl Plan {
                 read_window: Duration::from_millis(1200),
                 idle_settle: Duration::from_millis(300),
                 round_intervals: 1,
+                rss_window: Duration::from_secs(10),
                 detect_flags: vec![
                     format!("-check-interval={}", duration::format(QUICK_INTERVAL)),
                     format!("-check-timeout={}", duration::format(QUICK_TIMEOUT)),
@@ -116,6 +119,7 @@ impl Plan {
                 read_window: Duration::from_secs(4),
                 idle_settle: Duration::from_secs(1),
                 round_intervals: 2,
+                rss_window: SOAK,
                 detect_flags: Vec::new(),
                 detect_interval: INTERVAL,
                 detect_timeout: TIMEOUT,
@@ -587,7 +591,10 @@ impl Bench<'_> {
             }
             self.go_memory = Some((go.registered, go.checked, go.probed));
         }
-        self.round(&registry)
+        self.round(&registry)?;
+        // Stopped first: the fleet counts every probe, and only the next registry's may count.
+        drop(registry);
+        self.cpu_all_kept()
     }
 
     /// The Go original under the same loads as ours: new Names with 1 client (a registry of
@@ -701,19 +708,32 @@ impl Bench<'_> {
         let value = format!("{share:.1}% of one core ({per_probe:.1} µs CPU per probe)");
         let metric = "registry CPU while checking 10,000 endpoints, defaults (1,024 connections kept between checks)";
         self.report.row(CHECKS, metric, value, CPU_PER_PROBE_TARGET, "", Verdict::of(per_probe <= CPU_PER_PROBE));
-        let mut client = Client::new(registry.api, REQUEST_TIMEOUT);
-        let listing = client.send_retry(&http::get(registry.api, "/endpoints"), false);
-        let after_listing =
-            procs::memory(registry.pid()).map_or_else(|e| format!("not measured: {e}"), |m| size(m.rss));
-        let ours = memory.as_ref().map(|m| m.rss).unwrap_or(0);
-        let (value, verdict) = rss_figure(memory, 8 << 20, |m| {
-            format!(
-                "{} before any read (peak {} while registering); {after_listing} after one GET /endpoints of {} KB",
-                size(m.rss),
-                size(m.peak),
-                listing.map_or(0, |r| r.body_len / 1000)
-            )
-        });
+        // Memory as a user sees it: with readers. The JSON and the page each read once a second
+        // while the checks go on; the peak (VmHWM) counts, so a rendering that comes and goes
+        // between two samples is not missed.
+        let before = memory.as_ref().map(|m| size(m.rss)).unwrap_or_else(|e| format!("not measured: {e}"));
+        let window = self.plan.rss_window;
+        eprintln!("bench: RSS with 10,000 endpoints, JSON and page read every second for {} s", window.as_secs());
+        let reads = read_every_second(registry, window);
+        let memory = procs::memory(registry.pid());
+        let ours = memory.as_ref().map(|m| m.peak).unwrap_or(0);
+        let (value, verdict) = match (memory, reads) {
+            (Ok(m), Ok(r)) => (
+                format!(
+                    "peak (VmHWM) {}, most sampled {}, {} at the end, {before} before the first read; {} reads of {} KB \
+                     (JSON) and {} KB (page) over {} s",
+                    size(m.peak),
+                    size(r.most.max(m.rss)),
+                    size(m.rss),
+                    r.reads,
+                    r.listing / 1000,
+                    r.page / 1000,
+                    window.as_secs()
+                ),
+                Verdict::of(m.peak <= 8 << 20),
+            ),
+            (Err(e), _) | (_, Err(e)) => (format!("not measured: {e}"), Verdict::Miss),
+        };
         let go = match self.go_memory.take() {
             Some((registered, checked, probed)) => {
                 let text = |m: &Result<procs::Memory, String>| {
@@ -721,7 +741,7 @@ impl Bench<'_> {
                 };
                 format!(
                     "measured, no reads: {} after registering and renewing; {} after its first check pass \
-                     ({} of {FLEET} probed by then); ours/Go = {:.2} (after its check pass)",
+                     ({} of {FLEET} probed by then); ours (peak, under reads)/Go = {:.2} (after its check pass)",
                     text(&registered),
                     text(&checked),
                     thousands(probed as f64),
@@ -730,10 +750,14 @@ impl Bench<'_> {
             }
             None => quoted("15 MiB"),
         };
-        let metric = "registry RSS, 10,000 live endpoints, checked (ours: one round)";
-        self.report.row(MEMORY, metric, value, "≤ 8 MiB (before reads)", &go, verdict);
-        drop(client);
-        self.cpu_all_kept()
+        let metric = format!(
+            "registry RSS, 10,000 live endpoints checked every 5 s, GET /endpoints and GET / each read every second \
+             for {} s{}",
+            window.as_secs(),
+            if self.plan.quick { " (quick: 60 s in the full run)" } else { "" }
+        );
+        self.report.row(MEMORY, &metric, value, "≤ 8 MiB (peak, under reads)", &go, verdict);
+        Ok(())
     }
 
     /// The checker's CPU per probe at 10,000 endpoints with every connection kept between
@@ -762,7 +786,8 @@ impl Bench<'_> {
         let connections = stats["accepts"].as_u64();
         let per_probe = cpu.as_secs_f64() * 1e6 / probes.max(1) as f64;
         let value = format!(
-            "{:.1}% of one core ({per_probe:.1} µs CPU per probe), {} probes/s; {} connections accepted by the fleet over              the window; kernel slab {} while the 10,000 connections are open (both ends, ≈ {} per endpoint)",
+            "{:.1}% of one core ({per_probe:.1} µs CPU per probe), {} probes/s; {} connections accepted by the fleet over \
+             the window; kernel slab {} while the 10,000 connections are open (both ends, ≈ {} per endpoint)",
             cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
             thousands(probes as f64 / wall.as_secs_f64()),
             connections.map_or_else(|| "?".into(), |n| thousands(n as f64)),
@@ -795,20 +820,7 @@ impl Bench<'_> {
         // All passing, asked without rendering the listing (that would be a read).
         wait_all_passing(&mut client, registry.api, &format!("the {cap} endpoints at the manifest's cap"))?;
         let before_reads = procs::memory(registry.pid())?.peak;
-        let mut ui = Client::new(registry.ui, REQUEST_TIMEOUT);
-        let start = Instant::now();
-        let (mut most, mut reads, mut listing, mut page) = (0, 0, 0, 0);
-        for second in 1..=SOAK.as_secs() as u32 {
-            listing = client
-                .send_retry(&http::get(registry.api, "/endpoints"), false)
-                .map_err(|e| format!("GET /endpoints: {e}"))?
-                .body_len;
-            page = ui.send_retry(&http::get(registry.ui, "/"), false).map_err(|e| format!("GET /: {e}"))?.body_len;
-            reads += 2;
-            most = most.max(procs::memory(registry.pid())?.rss);
-            let next = start + Duration::from_secs(second.into());
-            sleep(next.saturating_duration_since(Instant::now()));
-        }
+        let Reads { most, reads, listing, page } = read_every_second(&registry, SOAK)?;
         let passing = client
             .send_retry(&http::get(registry.api, "/endpoints?status=passing"), true)
             .map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).map_or(0, |v| v.len()))
@@ -859,6 +871,10 @@ impl Bench<'_> {
             .map_err(|e| format!("GET /endpoints: {e}"))?
             .body;
         drop(client);
+        // nginx's ceiling for the page is a file of the page's bytes, as for the JSON.
+        let mut ui = Client::new(registry.ui, REQUEST_TIMEOUT);
+        let page = ui.send_retry(&http::get(registry.ui, "/"), true).map_err(|e| format!("GET /: {e}"))?.body;
+        drop(ui);
         let (cap, window) = (self.plan.cap_read, self.plan.read_window);
         let mut rates = Vec::new();
         for (label, addr, path) in [
@@ -892,7 +908,7 @@ impl Bench<'_> {
 
         let nginx = match &self.options.nginx {
             // Without its ceiling the table is still worth having: say why, and go on.
-            Some(binary) => match self.nginx(binary, &listing) {
+            Some(binary) => match self.nginx(binary, &listing, &page) {
                 Ok(rates) => Some(rates),
                 Err(e) => {
                     self.report.note(format!("nginx: {e}"));
@@ -901,25 +917,31 @@ impl Bench<'_> {
             },
             None => None,
         };
-        let ceiling = nginx.as_ref().map(|(same, _)| same.rps);
         for (label, load) in rates {
             let metric = format!("{label}, 1,000 endpoints, {CLIENTS} clients");
-            let value = format!("{} ({} KB each, p99 {:.2} ms)", load.summary(), load.body_bytes / 1000, load.p99_ms);
-            let (target, go, verdict) = match label {
-                "GET /endpoints" => match ceiling {
-                    Some(n) => (
-                        format!("≥ ½ nginx = {}", thousands(n / 2.0)),
-                        "",
-                        Verdict::of(load.rps >= n / 2.0 && load.errors == 0),
-                    ),
-                    None => ("≥ ½ nginx (not measured)".to_string(), "", Verdict::Info),
-                },
-                "GET /endpoints?status=passing" => (String::new(), "", Verdict::Info),
-                _ => (
-                    "≥ 12,600 (100 × the quoted Go figure)".to_string(),
-                    "quoted: 126 req/s",
-                    Verdict::of(load.rps >= 12_600.0 && load.errors == 0),
+            let ceiling = match label {
+                "GET /endpoints" => nginx.as_ref().map(|n| n.same.rps),
+                "GET / (HTML page, UI listener)" => nginx.as_ref().map(|n| n.page.rps),
+                _ => None,
+            };
+            let ratio = ceiling.map_or_else(String::new, |n| format!(", {:.2}× nginx", load.rps / n.max(1e-9)));
+            let value =
+                format!("{}{ratio} ({} KB each, p99 {:.2} ms)", load.summary(), load.body_bytes / 1000, load.p99_ms);
+            let (target, go, verdict) = match (label, ceiling) {
+                ("GET /endpoints?status=passing", _) => (String::new(), "", Verdict::Info),
+                (_, Some(n)) => (
+                    format!("≥ 0.9× nginx = {}", thousands(n * 0.9)),
+                    "",
+                    Verdict::of(load.rps >= n * 0.9 && load.errors == 0),
                 ),
+                (_, None) => ("≥ 0.9× nginx (not measured)".to_string(), "", Verdict::Info),
+            };
+            // The page's row also keeps its old yardstick, the quoted Go figure, as information.
+            let go = match label {
+                "GET / (HTML page, UI listener)" if go_page.is_none() => {
+                    format!("quoted: 126 req/s; ours/Go = {:.0}", load.rps / 126.0)
+                }
+                _ => go.to_string(),
             };
             let go = match (&go_page, label) {
                 (Some(g), "GET / (HTML page, UI listener)") => format!(
@@ -929,7 +951,7 @@ impl Bench<'_> {
                     g.p99_ms,
                     ratio_text(load.rps, g.rps)
                 ),
-                _ => go.to_string(),
+                _ => go,
             };
             self.report.row(READS, &metric, value, &target, &go, verdict);
             self.loads.push((label.to_string(), load));
@@ -938,7 +960,7 @@ impl Bench<'_> {
             self.loads.push(("Go: GET / (its page)".into(), g));
         }
         match nginx {
-            Some((same, tiny)) => {
+            Some(Nginx { same, page, tiny }) => {
                 let value = format!("{} ({} KB each)", same.summary(), same.body_bytes / 1000);
                 self.report.row(
                     READS,
@@ -948,6 +970,9 @@ impl Bench<'_> {
                     "quoted: ≈ 49,000 req/s (100 KB file)",
                     Verdict::Info,
                 );
+                let value = format!("{} ({} KB each)", page.summary(), page.body_bytes / 1000);
+                self.report.row(READS, "nginx, a file of the same bytes as GET /", value, "ceiling", "", Verdict::Info);
+                self.loads.push(("nginx, page bytes".into(), page));
                 self.report.row(
                     READS,
                     "nginx, a 3-byte file",
@@ -987,8 +1012,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// nginx on a loopback port of its own, serving `listing` and a tiny file: (same bytes, tiny).
-    fn nginx(&mut self, binary: &Path, listing: &[u8]) -> Result<(Load, Load), String> {
+    /// nginx on a loopback port of its own, serving `listing`, `page` and a tiny file.
+    fn nginx(&mut self, binary: &Path, listing: &[u8], page: &[u8]) -> Result<Nginx, String> {
         let dir = self.tmp.join("nginx");
         let www = dir.join("www");
         for d in [&www, &dir.join("logs"), &dir.join("temp")] {
@@ -996,6 +1021,7 @@ impl Bench<'_> {
         }
         std::fs::write(www.join("endpoints.json"), listing).map_err(|e| e.to_string())?;
         std::fs::write(www.join("tiny.txt"), b"ok\n").map_err(|e| e.to_string())?;
+        std::fs::write(www.join("page.html"), page).map_err(|e| e.to_string())?;
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let d = dir.display();
@@ -1004,7 +1030,7 @@ impl Bench<'_> {
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
              keepalive_requests 100000000;\n  keepalive_timeout 60s;\n\
-             types {{ application/json json; text/plain txt; }}\n\
+             types {{ application/json json; text/plain txt; text/html html; }}\n\
              client_body_temp_path {d}/temp/body;\n  proxy_temp_path {d}/temp/proxy;\n\
              fastcgi_temp_path {d}/temp/fastcgi;\n  uwsgi_temp_path {d}/temp/uwsgi;\n  scgi_temp_path {d}/temp/scgi;\n\
              server {{ listen 127.0.0.1:{port} reuseport; root {}; }}\n}}\n",
@@ -1059,6 +1085,14 @@ impl Bench<'_> {
             (cap, window),
             &["get".into(), "/endpoints.json".into()],
         )?;
+        let page = self.load(
+            "nginx, page bytes",
+            Some(-nginx.pid()),
+            addr,
+            CLIENTS,
+            (cap, window),
+            &["get".into(), "/page.html".into()],
+        )?;
         let tiny = self.load(
             "nginx, tiny file",
             Some(-nginx.pid()),
@@ -1068,7 +1102,7 @@ impl Bench<'_> {
             &["get".into(), "/tiny.txt".into()],
         )?;
         nginx.stop(Duration::from_secs(2));
-        Ok((same, tiny))
+        Ok(Nginx { same, page, tiny })
     }
 
     // ---- the real server ------------------------------------------------------------------
@@ -1442,6 +1476,43 @@ fn ratio(kills: &[Kill]) -> Option<f64> {
 
 /// A memory row's value and verdict: RSS at most `limit` bytes passes. Memory that could not
 /// be read (the registry has exited) is a miss, never a pass.
+/// nginx's loads: files of the same bytes as `GET /endpoints` and as `GET /`, and a tiny one.
+struct Nginx {
+    same: Load,
+    page: Load,
+    tiny: Load,
+}
+
+/// What [`read_every_second`] saw.
+struct Reads {
+    /// The most RSS sampled, after each second's reads.
+    most: u64,
+    reads: usize,
+    /// Body sizes of the last `GET /endpoints` and `GET /`.
+    listing: usize,
+    page: usize,
+}
+
+/// `GET /endpoints` (API listener) and `GET /` (UI listener), each once a second for `window`.
+fn read_every_second(registry: &Registry, window: Duration) -> Result<Reads, String> {
+    let mut api = Client::new(registry.api, REQUEST_TIMEOUT);
+    let mut ui = Client::new(registry.ui, REQUEST_TIMEOUT);
+    let start = Instant::now();
+    let mut reads = Reads { most: 0, reads: 0, listing: 0, page: 0 };
+    for second in 1..=window.as_secs() as u32 {
+        reads.listing = api
+            .send_retry(&http::get(registry.api, "/endpoints"), false)
+            .map_err(|e| format!("GET /endpoints: {e}"))?
+            .body_len;
+        reads.page = ui.send_retry(&http::get(registry.ui, "/"), false).map_err(|e| format!("GET /: {e}"))?.body_len;
+        reads.reads += 2;
+        reads.most = reads.most.max(procs::memory(registry.pid())?.rss);
+        let next = start + Duration::from_secs(second.into());
+        sleep(next.saturating_duration_since(Instant::now()));
+    }
+    Ok(reads)
+}
+
 fn rss_figure(
     memory: Result<procs::Memory, String>,
     limit: u64,

@@ -1,5 +1,5 @@
 use std::io::Result as IoResult;
-use std::io::{Error as IoError, ErrorKind, Read, Write};
+use std::io::{Error as IoError, ErrorKind, IoSlice, Read, Write};
 use std::sync::Arc;
 
 use crate::limits::Deadline;
@@ -73,6 +73,15 @@ impl Write for Stream {
             Stream::Http(tcp_stream) => tcp_stream.write(buf),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.write(buf),
+        }
+    }
+
+    // dynamic-ports patch: vectored writes reach the socket as one `writev` (see `Sink`).
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> IoResult<usize> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.write_vectored(bufs),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(ssl_stream) => ssl_stream.write_vectored(bufs),
         }
     }
 
@@ -171,6 +180,11 @@ impl Read for RefinedTcpStream {
 impl Write for RefinedTcpStream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         self.stream.write(buf)
+    }
+
+    // dynamic-ports patch: see `Stream::write_vectored`.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> IoResult<usize> {
+        self.stream.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> IoResult<()> {

@@ -54,6 +54,16 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
         self.writer.lock().unwrap().write(buf)
     }
 
+    // dynamic-ports patch: forwarded, so a head and a large body can go out in one `writev`.
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> IoResult<usize> {
+        if let Some(v) = self.trigger.as_mut() {
+            v.take().unwrap()
+        }
+        self.trigger = None;
+
+        self.writer.lock().unwrap().write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> IoResult<()> {
         if let Some(v) = self.trigger.as_mut() {
             v.take().unwrap()
