@@ -197,15 +197,16 @@ fn a_services_slices_follow_the_registry_and_survive_conflicts_and_an_unreachabl
     assert_eq!(api.state.lock().unwrap().slices.len(), 2, "one slice a Service: one port");
     process.wait_for_line("Service web (tag web): 3 endpoints, 3 ready", Duration::from_secs(2));
 
-    // A stopped server deregisters: gone from the slices at the next change.
+    // A stopped server deregisters: gone from the slices at the next change. That update
+    // meets a conflict first (another writer): it is read again and written. Armed before the
+    // stop, which the mirror may see within milliseconds.
+    api.state.lock().unwrap().conflicts_to_make = 1;
     let mut servers = servers;
     let stopped = servers.pop().unwrap();
     let mut stopped_process = stopped.process;
     stopped_process.signal("TERM");
     stopped_process.wait_exit(Duration::from_secs(5));
     let left = addresses(&ips[..2], port);
-    // The next update meets a conflict first (another writer): it is read again and written.
-    api.state.lock().unwrap().conflicts_to_make = 1;
     eventually(Duration::from_secs(5), || (api.endpoints("web") == left).then_some(()))
         .unwrap_or_else(|| panic!("the stopped server stayed: {:?}", api.endpoints("web")));
     process.wait_for_line("changed meanwhile", Duration::from_secs(1));
