@@ -2,8 +2,11 @@
 # The benchmark (`make bench`): builds what it measures if needed, then runs the
 # driver, which prints one markdown table on stdout (progress on stderr).
 #
-#   scripts/bench.sh            the full run, under 5 minutes
-#   scripts/bench.sh --quick    under 1 minute: shorter windows, detection with a 1 s interval
+#   scripts/bench.sh            the full run, under 10 minutes: the main table, then the scale
+#                               run's (100,000 endpoints, `--scale`)
+#   scripts/bench.sh --quick    about 3 minutes: the main table only, shorter windows, detection
+#                               with a 1 s interval
+#   scripts/bench.sh --scale    the scale run alone, about 4 minutes
 #
 # Any other arguments go to the driver (`--keep-logs`, `--nginx PATH|none`; see bench/).
 # Environment:
@@ -67,10 +70,20 @@ if (($(ulimit -n) < 12500)); then
 fi
 
 release=$target_dir/$musl/release
-exec "$target_dir/release/bench" \
-    --registry "$release/service-registry" \
-    --server "$release/dynamic-port-server" \
-    --fleet "$target_dir/release/fleet" \
-    --loadgen "$target_dir/release/loadgen" \
-    "${go_seed[@]}" \
-    "$@"
+driver=(
+    "$target_dir/release/bench"
+    --registry "$release/service-registry"
+    --server "$release/dynamic-port-server"
+    --fleet "$target_dir/release/fleet"
+    --loadgen "$target_dir/release/loadgen"
+)
+for arg in "$@"; do
+    if [[ $arg == --quick || $arg == --scale ]]; then
+        exec "${driver[@]}" "${go_seed[@]}" "$@"
+    fi
+done
+# The full run: the main table, then the scale run's (100,000 endpoints), each from its own
+# processes, one after the other, on stdout.
+"${driver[@]}" "${go_seed[@]}" "$@"
+echo
+"${driver[@]}" --scale "$@"
