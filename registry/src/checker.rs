@@ -234,11 +234,13 @@ struct InFlight {
     reused: bool,
 }
 
-/// A connection kept open after a whole answer, for the endpoint's next check. Keyed by
-/// address; the generation says which registration it was opened for.
-struct Kept {
-    generation: u64,
-    stream: TcpStream,
+/// Whose connection a kept one is: an address and the registration it was opened for (the
+/// generation), so that two Names at one address each keep their own, and a Name that moved
+/// never reuses its old one.
+type KeptFor = (SocketAddr, u64);
+
+fn kept_for(job: &CheckJob) -> KeptFor {
+    (job.address, job.generation)
 }
 
 /// A probe's token: its slot in the low 32 bits, the slot's round above them.
@@ -286,7 +288,7 @@ struct Checks {
     /// Idle connections kept for the endpoints' next checks, at most `config.keep_alive`.
     /// Still registered with the poll under their last probe's token, whose events are then
     /// ignored: a connection the server closes meanwhile is found out by the next probe.
-    kept: HashMap<SocketAddr, Kept>,
+    kept: HashMap<KeptFor, TcpStream>,
 }
 
 impl Checks {
@@ -450,25 +452,21 @@ impl Checks {
         self.deadlines.push_back((started + self.config.timeout, token));
     }
 
-    /// The connection kept for `job`'s endpoint, if it was kept for this registration of it.
+    /// The connection kept for `job`'s endpoint at its last check, if any.
     fn take_kept(&mut self, job: &CheckJob) -> Option<TcpStream> {
-        let kept = self.kept.remove(&job.address)?;
-        // One kept for an earlier registration at this address is closed (dropped) here.
-        (kept.generation == job.generation).then_some(kept.stream)
+        self.kept.remove(&kept_for(job))
     }
 
     /// Closes some kept connection, if there is one.
     fn close_one_kept(&mut self) -> bool {
-        let Some(address) = self.kept.keys().next().copied() else { return false };
-        self.kept.remove(&address);
+        let Some(key) = self.kept.keys().next().copied() else { return false };
+        self.kept.remove(&key);
         true
     }
 
     /// Closes the connection kept for an endpoint that is gone or moved.
     fn forget(&mut self, job: &CheckJob) {
-        if self.kept.get(&job.address).is_some_and(|kept| kept.generation == job.generation) {
-            self.kept.remove(&job.address);
-        }
+        self.kept.remove(&kept_for(job));
     }
 
     /// Moves a probe on: writes the request once connected, reads the head once it comes.
@@ -523,7 +521,7 @@ impl Checks {
             _ => false,
         };
         if keep {
-            self.kept.insert(work.job.address, Kept { generation: work.job.generation, stream });
+            self.kept.insert(kept_for(&work.job), stream);
         } else {
             // Closed before the store is asked; an answer left unread makes the close a reset.
             drop(stream);
@@ -918,6 +916,18 @@ mod tests {
         for server in [&web, &closing, &no_length] {
             assert_eq!(time_wait_towards(server.addr.port()), 0, "closed with resets, or kept");
         }
+    }
+
+    #[test]
+    fn two_names_at_one_address_each_keep_their_own_connection() {
+        let _serial = one_at_a_time();
+        let setup = start(Duration::from_millis(50), Duration::from_secs(2));
+        let shared = Server::answering(&[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"]);
+        setup.register("web-a", shared.addr);
+        setup.register("web-b", shared.addr);
+        wait_for_probes(&setup, 10);
+        assert_eq!(setup.metrics.probes_failed.load(SeqCst), 0);
+        assert_eq!(shared.connections.load(SeqCst), 2, "one kept connection a Name, none taken from the other");
     }
 
     #[test]
