@@ -1077,30 +1077,13 @@ impl Bench<'_> {
             sleep(Duration::from_millis(10));
         }
         let (cap, window) = (self.plan.cap_read, self.plan.read_window);
-        let same = self.load(
-            "nginx, same bytes",
-            Some(-nginx.pid()),
-            addr,
-            CLIENTS,
-            (cap, window),
-            &["get".into(), "/endpoints.json".into()],
-        )?;
-        let page = self.load(
-            "nginx, page bytes",
-            Some(-nginx.pid()),
-            addr,
-            CLIENTS,
-            (cap, window),
-            &["get".into(), "/page.html".into()],
-        )?;
-        let tiny = self.load(
-            "nginx, tiny file",
-            Some(-nginx.pid()),
-            addr,
-            CLIENTS,
-            (cap, window),
-            &["get".into(), "/tiny.txt".into()],
-        )?;
+        let group = Some(-nginx.pid());
+        let get = |label: &str, path: &str| {
+            self.load(label, group, addr, CLIENTS, (cap, window), &["get".into(), path.into()])
+        };
+        let same = get("nginx, same bytes", "/endpoints.json")?;
+        let page = get("nginx, page bytes", "/page.html")?;
+        let tiny = get("nginx, tiny file", "/tiny.txt")?;
         nginx.stop(Duration::from_secs(2));
         Ok(Nginx { same, page, tiny })
     }
