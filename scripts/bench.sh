@@ -6,7 +6,7 @@
 #                               run's (100,000 endpoints, `--scale`)
 #   scripts/bench.sh --quick    about 3 minutes: the main table only, shorter windows, detection
 #                               with a 1 s interval
-#   scripts/bench.sh --scale    the scale run alone, about 4 minutes
+#   scripts/bench.sh --scale    the scale run alone, about 75 s once built
 #
 # Any other arguments go to the driver (`--keep-logs`, `--nginx PATH|none`; see bench/).
 # Environment:

@@ -9,7 +9,7 @@
 //!       [--nginx PATH|none] [--go-seed DIR] [--keep-logs]
 //! ```
 //!
-//! `--scale`: instead of the default run, the scale run (3-4 minutes): 100,000 live endpoints
+//! `--scale`: instead of the default run, the scale run (about 75 s): 100,000 live endpoints
 //! over six fleet processes on 127.0.0.2-7, checked at the default interval for 60 s while the
 //! listing and the page are read every second (see `scale.rs`).
 //!
