@@ -175,7 +175,11 @@ impl Registry {
             "-warm-up=0s".to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let process = Process::start("service-registry", &args, &[]);
+        Registry::from_process(Process::start("service-registry", &args, &[]))
+    }
+
+    /// Wraps a started registry process, reading its two addresses from its log.
+    pub fn from_process(process: Process) -> Registry {
         let api = address_in(&process.wait_for_line("API listening on", Duration::from_secs(10)));
         let ui = address_in(&process.wait_for_line("UI listening on", Duration::from_secs(10)));
         Registry { process, api, ui }
@@ -212,12 +216,14 @@ impl Registry {
 
     /// Blocking queries parked in the registry now, from `/metrics`.
     pub fn watchers(&self) -> Option<u64> {
+        self.metric("service_registry_watchers")
+    }
+
+    /// The value of the series `series` (a name, with its labels if it has any) on `/metrics`,
+    /// or `None` if the registry does not answer or has no such series.
+    pub fn metric(&self, series: &str) -> Option<u64> {
         let answer = get_answer(&format!("http://{}/metrics", self.api), Duration::from_secs(2))?;
-        answer
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("service_registry_watchers "))
-            .and_then(|v| v.trim().parse().ok())
+        answer.body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
     }
 }
 

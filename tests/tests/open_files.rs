@@ -2,10 +2,9 @@
 //! leave a probe without a descriptor, which would fail an endpoint that did nothing wrong.
 
 use end_to_end::shared::poll;
-use end_to_end::{binary, Process};
+use end_to_end::{binary, get_json, outside_program, post_json, Endpoint, Process, Registry};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -81,31 +80,13 @@ impl Drop for Endpoints {
     }
 }
 
-/// A one-shot HTTP/1.0 exchange with the registry: the status and the body.
-fn exchange(addr: SocketAddr, request: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let status = answer.split(' ').nth(1)?.parse().ok()?;
-    Some((status, answer.split_once("\r\n\r\n")?.1.to_string()))
-}
-
-fn metric(api: SocketAddr, line_start: &str) -> Option<u64> {
-    let (_, body) = exchange(api, "GET /metrics HTTP/1.0\r\n\r\n")?;
-    body.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn kept_connections_never_leave_a_check_without_a_descriptor() {
-    let prlimit = Path::new("/usr/bin/prlimit");
-    assert!(prlimit.exists(), "missing /usr/bin/prlimit: install the Debian package util-linux");
+    let prlimit = outside_program("/usr/bin/prlimit", "util-linux");
     let endpoints = Endpoints::start();
-    let registry_binary = binary("service-registry");
     let args: Vec<String> = [
         format!("--nofile={FILES}:{FILES}"),
-        registry_binary.display().to_string(),
+        binary("service-registry").display().to_string(),
         "-api=127.0.0.1:0".into(),
         "-http=127.0.0.1:0".into(),
         "-check-interval=200ms".into(),
@@ -114,29 +95,24 @@ fn kept_connections_never_leave_a_check_without_a_descriptor() {
         "-warm-up=0s".into(),
     ]
     .into();
-    let registry = Process::start_program(prlimit, &args, &[("RUST_LOG", "info".into())]);
-    let line = registry.wait_for_line("API listening on", Duration::from_secs(10));
-    let api: SocketAddr = line.rsplit(' ').next().and_then(|a| a.parse().ok()).expect("the API's address");
+    let registry = Registry::from_process(Process::start_program(&prlimit, &args, &[("RUST_LOG", "info".into())]));
     // 128 files, less 16 probes in flight, 2 × 16 connections and 64 to spare: 16 kept.
-    registry.wait_for_line("keeping at most 16 connections between checks, not 1024", Duration::from_secs(1));
+    registry.process.wait_for_line("keeping at most 16 connections between checks, not 1024", Duration::from_secs(1));
 
     for (i, addr) in endpoints.addrs.iter().enumerate() {
-        let body = format!(r#"{{"Name":"web-{i}","Address":"{addr}"}}"#);
-        let request = format!("POST /register HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        assert_eq!(exchange(api, &request).map(|(status, _)| status), Some(200), "web-{i} registered");
+        let body = serde_json::json!({"Name": format!("web-{i}"), "Address": addr.to_string()});
+        let answer = post_json(&format!("http://{}/register", registry.api), &body).map(|a| a.status);
+        assert_eq!(answer, Some(200), "web-{i} registered");
     }
     // Every endpoint checked five times over: a second at 200 ms, bounded at 10 s.
     let passes = poll(Duration::from_millis(100), Duration::from_secs(10), || {
-        metric(api, "service_registry_probes_total{result=\"pass\"} ").filter(|&n| n >= 5 * ENDPOINTS as u64)
+        registry.metric("service_registry_probes_total{result=\"pass\"}").filter(|&n| n >= 5 * ENDPOINTS as u64)
     });
-    let failed = metric(api, "service_registry_probes_total{result=\"fail\"} ");
+    let failed = registry.metric("service_registry_probes_total{result=\"fail\"}");
     assert!(passes.is_some(), "checks went on: {passes:?} passes, {failed:?} failures");
-    assert_eq!(
-        failed,
-        Some(0),
-        "no check failed for the registry's want of a descriptor:\n{}",
-        registry.log().join("\n")
-    );
-    let (_, listing) = exchange(api, "GET /endpoints?status=passing HTTP/1.0\r\n\r\n").expect("the listing");
-    assert_eq!(listing.matches("\"Name\"").count(), ENDPOINTS, "every endpoint passing");
+    let log = registry.process.log().join("\n");
+    assert_eq!(failed, Some(0), "no check failed for the registry's want of a descriptor:\n{log}");
+    let passing: Vec<Endpoint> =
+        get_json(&format!("http://{}/endpoints?status=passing", registry.api)).expect("the listing");
+    assert_eq!(passing.len(), ENDPOINTS, "every endpoint passing");
 }

@@ -86,11 +86,6 @@ fn crash(mut server: Server) -> Instant {
     Instant::now()
 }
 
-fn metric(registry: &Registry, name: &str) -> Option<u64> {
-    let answer = get_answer(&format!("http://{}/metrics", registry.api), Duration::from_secs(2))?;
-    answer.body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn a_dead_instance_whose_port_a_stranger_took_is_gone_within_its_ttl() {
     let registry = registry();
@@ -113,8 +108,8 @@ fn a_dead_instance_whose_port_a_stranger_took_is_gone_within_its_ttl() {
     eprintln!("web-1 removed {gone:?} after the kill (TTL {TTL:?}, check interval {CHECK_INTERVAL:?})");
     registry.process.wait_for_line("Removed web-1 at 127.0.0.1", Duration::from_secs(1));
     assert!(registry.process.log().iter().any(|l| l.contains("Removed web-1") && l.contains("TTL of 3s")));
-    assert_eq!(metric(&registry, "service_registry_lease_expiries_total"), Some(1));
-    assert_eq!(metric(&registry, "service_registry_removals_total"), Some(0), "removed by its lease, not its checks");
+    assert_eq!(registry.metric("service_registry_lease_expiries_total"), Some(1));
+    assert_eq!(registry.metric("service_registry_removals_total"), Some(0), "removed by its lease, not its checks");
 }
 
 #[test]
@@ -214,5 +209,5 @@ fn a_restarted_registry_gets_every_server_back_and_no_interrupted_lease_removes_
         assert!(listed.iter().all(|e| e.expires_at.is_some()), "each came back with its lease: {listed:?}");
         thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(metric(&restarted, "service_registry_lease_expiries_total"), Some(0));
+    assert_eq!(restarted.metric("service_registry_lease_expiries_total"), Some(0));
 }

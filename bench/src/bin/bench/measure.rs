@@ -321,6 +321,19 @@ impl Bench<'_> {
         Ok(path)
     }
 
+    /// Registers the 10,000 fleet Names, each once, with `clients` connections, against a
+    /// registry (`pid`) that has none of them yet: bounded at one registration each, 60 s.
+    fn new_names(
+        &self,
+        label: &str,
+        pid: i32,
+        api: SocketAddr,
+        clients: usize,
+        mode: &[String],
+    ) -> Result<Load, String> {
+        self.load(label, Some(pid), api, clients, (FLEET as u64, Duration::from_secs(60)), mode)
+    }
+
     /// Runs the load generator against `target` and measures `server_pid`'s CPU meanwhile
     /// (a negative one is a process group).
     fn load(
@@ -506,23 +519,16 @@ impl Bench<'_> {
         };
 
         let one_shot = self.registry(&[], "register-new-1")?;
-        let new_one = self.load(
-            "registration of 10,000 new Names, 1 client",
-            Some(one_shot.pid()),
-            one_shot.api,
-            1,
-            (FLEET as u64, Duration::from_secs(60)),
-            &mode,
-        )?;
+        let new_one =
+            self.new_names("registration of 10,000 new Names, 1 client", one_shot.pid(), one_shot.api, 1, &mode)?;
         drop(one_shot);
         let registry = self.registry(&[], "register")?;
         self.fleet.reset()?;
-        let new_many = self.load(
+        let new_many = self.new_names(
             "registration of 10,000 new Names, 32 clients",
-            Some(registry.pid()),
+            registry.pid(),
             registry.api,
             CLIENTS,
-            (FLEET as u64, Duration::from_secs(60)),
             &mode,
         )?;
         for (clients, load, go_load) in
@@ -604,26 +610,14 @@ impl Bench<'_> {
     fn go_registration(&mut self, binary: &Path, mode: &[String]) -> Result<GoFigures, String> {
         eprintln!("bench: the Go original, same loads");
         let one_shot = GoRegistry::start(binary, &self.tmp.join("go-registry-new-1.log"))?;
-        let new_one = self.load(
-            "Go: registration of 10,000 new Names, 1 client",
-            Some(one_shot.pid()),
-            one_shot.api,
-            1,
-            (FLEET as u64, Duration::from_secs(60)),
-            mode,
-        )?;
+        let new_one =
+            self.new_names("Go: registration of 10,000 new Names, 1 client", one_shot.pid(), one_shot.api, 1, mode)?;
         drop(one_shot);
         let go = GoRegistry::start(binary, &self.tmp.join("go-registry.log"))?;
         let started = Instant::now();
         self.fleet.reset()?;
-        let new_many = self.load(
-            "Go: registration of 10,000 new Names, 32 clients",
-            Some(go.pid()),
-            go.api,
-            CLIENTS,
-            (FLEET as u64, Duration::from_secs(60)),
-            mode,
-        )?;
+        let new_many =
+            self.new_names("Go: registration of 10,000 new Names, 32 clients", go.pid(), go.api, CLIENTS, mode)?;
         let (cap_one, cap_many, window) = (self.plan.cap_one, self.plan.cap_many, self.plan.load_window);
         let renew_one = self.load("Go: renewal, 1 client", Some(go.pid()), go.api, 1, (cap_one, window), mode)?;
         let renew_many =
