@@ -13,7 +13,7 @@
 #   BENCH_INSTALL_NGINX=1   install nginx with apt-get first (it is the ceiling of the read
 #                           figures); without it, nginx is used only if already installed.
 #   BENCH_GO_SEED=1         build the Go original with ../shared/anchors/go-seed/build.sh (next to
-#                           the repo, if there) into $GO_SEED_OUT (default /tmp/go-seed) and
+#                           the repo; an error without it) into $GO_SEED_OUT (default /tmp/go-seed) and
 #                           measure it beside ours (`--go-seed DIR`). Its code is never copied here.
 #   CARGO_TARGET_DIR        honoured; default: the repo's target/.
 #
@@ -48,7 +48,9 @@ if [[ ${BENCH_GO_SEED:-0} == 1 ]]; then
         OUT=$out bash "$anchor" >&2
         go_seed=(--go-seed "$out")
     else
-        echo "bench.sh: BENCH_GO_SEED=1 but no $anchor next to the repo; measuring ours only" >&2
+        # Asked for and not there: no table without the Go figures it was asked to hold.
+        echo "bench.sh: BENCH_GO_SEED=1 but no $anchor next to the repo" >&2
+        exit 1
     fi
 fi
 

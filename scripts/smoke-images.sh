@@ -96,7 +96,7 @@ for image in "$REGISTRY_IMAGE" "$SERVER_IMAGE" "$MIRROR_IMAGE"; do
     name=${image##*/}; name=${name%%:*}
     [[ $user == 65532:65532 ]] || fail "$image runs as user '$user', expected 65532:65532"
     [[ $entrypoint == "[\"/$name\"]" ]] || fail "$image's entrypoint is $entrypoint, expected [\"/$name\"]"
-    if (( MAX_IMAGE_BYTES > 0 && size > limit )); then
+    if (( limit > 0 && size > limit )); then
         fail "$image is $size bytes, over the goal of $limit"
     fi
     ok "$image: $size bytes, user $user, entrypoint $entrypoint"

@@ -104,3 +104,30 @@ pub fn discard(stream: &TcpStream, len: usize) -> io::Result<usize> {
         Ok(n as usize)
     }
 }
+
+/// The kernel's ephemeral port range (`ip_local_port_range`), where `connect` takes its
+/// source ports; Linux's default when it cannot be read.
+pub fn ephemeral_ports() -> (u16, u16) {
+    parse_port_range(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default())
+}
+
+fn parse_port_range(text: &str) -> (u16, u16) {
+    let mut numbers = text.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
+    match (numbers.next(), numbers.next()) {
+        (Some(low), Some(high)) if low < high => (low, high),
+        _ => (32768, 60999),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_range_is_read_or_linux_default() {
+        assert_eq!(parse_port_range("32768\t60999\n"), (32768, 60999));
+        assert_eq!(parse_port_range("10000 20000"), (10000, 20000));
+        assert_eq!(parse_port_range(""), (32768, 60999));
+        assert_eq!(parse_port_range("5 4"), (32768, 60999), "not a range");
+    }
+}

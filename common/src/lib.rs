@@ -7,6 +7,7 @@
 //! crate, never on each other.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod clock;
 pub mod duration;
 pub mod flags;

@@ -12,14 +12,14 @@ mod slices;
 mod sync;
 
 use common::flags::{self, Command, Flag, FlagError, Values};
-use common::{duration, logging, VERSION};
+use common::{address, duration, logging, VERSION};
 use metrics::Metrics;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -64,7 +64,7 @@ const SPEC: &[Flag] = &[
         env: "MIRROR_RESYNC",
         value: "DURATION",
         default: "10s",
-        help: "read everything again at least this often (Service annotations are read then)",
+        help: "read everything again at least this often (as well as at every change of the registry's list)",
     },
     Flag {
         name: "max-per-slice",
@@ -93,14 +93,11 @@ struct Config {
 
 fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Config, FlagError> {
     let missing = |flag: &str| FlagError::MissingValue(flag.into());
-    let registry = match values.get("registry") {
-        Some(r) => r.to_string(),
-        None => match (env("SERVICE_REGISTRY_SERVICE_HOST"), env("SERVICE_REGISTRY_SERVICE_PORT")) {
-            (Some(host), Some(port)) if host.contains(':') => format!("[{host}]:{port}"),
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            _ => common::wire::DEFAULT_API.to_string(),
-        },
-    };
+    let registry = address::registry(values.get("registry"), &env).map_err(|(given, why)| FlagError::Invalid {
+        flag: "registry".into(),
+        value: given,
+        reason: why.into(),
+    })?;
     let in_pod = |file: &str| PathBuf::from(SERVICE_ACCOUNT).join(file);
     let namespace = match values.get("namespace") {
         Some(n) => n.to_string(),
@@ -111,8 +108,7 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
     let api = match values.get("kube-api") {
         Some(url) => url.to_string(),
         None => match (env("KUBERNETES_SERVICE_HOST"), env("KUBERNETES_SERVICE_PORT")) {
-            (Some(host), Some(port)) if host.contains(':') => format!("https://[{host}]:{port}"),
-            (Some(host), Some(port)) => format!("https://{host}:{port}"),
+            (Some(host), Some(port)) => format!("https://{}", address::authority(&host, &port)),
             _ => return Err(missing("kube-api")),
         },
     };
@@ -175,7 +171,8 @@ fn run(config: Config) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
     let metrics = Arc::new(Metrics::default());
-    serve_metrics(&config.http, metrics.clone(), config.resync)?;
+    let started = Instant::now();
+    serve_metrics(&config.http, metrics.clone(), config.resync, started)?;
     let kube = kube::Client::new(config.kube.clone())?;
     // Without the API there is nothing to do: exit, and the kubelet starts the pod again.
     let mirror = sync::Mirror::new(kube, config.namespace.clone(), config.max_per_slice, metrics.clone())
@@ -184,7 +181,7 @@ fn run(config: Config) -> Result<(), String> {
     let (resync, metrics_for_loop) = (config.resync, metrics.clone());
     thread::Builder::new()
         .name("mirror".into())
-        .spawn(move || follow(&registry, mirror, resync, &metrics_for_loop))
+        .spawn(move || follow(&registry, mirror, resync, &metrics_for_loop, started))
         .map_err(|e| format!("cannot start: {e}"))?;
     if let Some(signal) = signals.forever().next() {
         // The slices stay: they describe live servers, and a new mirror takes them over.
@@ -196,7 +193,13 @@ fn run(config: Config) -> Result<(), String> {
 /// Follows the registry for ever: a pass at every change of its list and at least every
 /// `resync`; after an error, a fresh pass a second later. While the registry cannot be
 /// reached, nothing is written: the slices keep the last endpoints it listed.
-fn follow(registry: &registry::Registry, mut mirror: sync::Mirror, resync: Duration, metrics: &Metrics) {
+fn follow(
+    registry: &registry::Registry,
+    mut mirror: sync::Mirror,
+    resync: Duration,
+    metrics: &Metrics,
+    started: Instant,
+) {
     let mut seen = 0;
     let mut trouble: Option<String> = None;
     loop {
@@ -209,8 +212,7 @@ fn follow(registry: &registry::Registry, mut mirror: sync::Mirror, resync: Durat
         match outcome {
             Ok(index) => {
                 seen = index;
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                metrics.last_sync_unix.store(now, Relaxed);
+                metrics.last_sync_ms.store(started.elapsed().as_millis() as u64, Relaxed);
                 if let Some(what) = trouble.take() {
                     log::info!("In sync again after: {what}");
                 }
@@ -228,10 +230,11 @@ fn follow(registry: &registry::Registry, mut mirror: sync::Mirror, resync: Durat
     }
 }
 
-/// `/healthz` (200 while a pass completed within three resync periods) and `/metrics`.
-fn serve_metrics(addr: &str, metrics: Arc<Metrics>, resync: Duration) -> Result<(), String> {
+/// `/healthz` (200 while a pass completed within three resync periods and 5 s, counted from the
+/// start before the first pass) and `/metrics`.
+fn serve_metrics(addr: &str, metrics: Arc<Metrics>, resync: Duration, started: Instant) -> Result<(), String> {
     let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr} (-http): {e}"))?;
-    let started = Instant::now();
+    let grace = 3 * resync + Duration::from_secs(5);
     thread::Builder::new()
         .name("http".into())
         .spawn(move || {
@@ -239,11 +242,8 @@ fn serve_metrics(addr: &str, metrics: Arc<Metrics>, resync: Duration) -> Result<
                 let (status, body) = match request.url() {
                     "/metrics" => (200, metrics.render()),
                     "/healthz" => {
-                        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                        let last = metrics.last_sync_unix.load(Relaxed);
-                        let fresh = now.saturating_sub(last) <= 3 * resync.as_secs().max(1) + 5;
-                        // Before the first pass, give it three periods to happen.
-                        if fresh || started.elapsed() < 3 * resync + Duration::from_secs(5) {
+                        let last = Duration::from_millis(metrics.last_sync_ms.load(Relaxed));
+                        if started.elapsed().saturating_sub(last) <= grace {
                             (200, "ok\n".to_string())
                         } else {
                             (503, "no pass completed recently\n".to_string())

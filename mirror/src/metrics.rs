@@ -12,8 +12,9 @@ pub struct Metrics {
     pub syncs: AtomicU64,
     /// From the registry's answer to the last slice written for it, in microseconds.
     pub last_lag_micros: AtomicU64,
-    /// Unix time of the last completed sync, for `/healthz`.
-    pub last_sync_unix: AtomicU64,
+    /// When the last sync completed, in milliseconds after the mirror started (0: none yet),
+    /// for `/healthz`: the monotonic clock, so a step of the wall clock changes nothing.
+    pub last_sync_ms: AtomicU64,
 }
 
 impl Metrics {

@@ -30,9 +30,12 @@ fn version_prints_the_package_version() {
 
 #[test]
 fn bad_flags_are_one_line_errors_with_exit_2() {
-    for args in
-        [&["-max-per-slice=5000", "-namespace=x", "-kube-api=http://127.0.0.1:1"][..], &["-bogus"], &["-namespace=x"]]
-    {
+    for args in [
+        &["-max-per-slice=5000", "-namespace=x", "-kube-api=http://127.0.0.1:1"][..],
+        &["-bogus"],
+        &["-namespace=x"],
+        &["-registry=10.0.0.1", "-namespace=x", "-kube-api=http://127.0.0.1:1"],
+    ] {
         let (code, _, err) = run(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");

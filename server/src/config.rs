@@ -3,8 +3,7 @@
 
 use common::flags::{self, Command, Flag, FlagError, Values};
 use common::validate;
-use common::wire::DEFAULT_API;
-use common::{duration, token};
+use common::{address, duration, token};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -93,8 +92,9 @@ pub struct Config {
     pub bind_ip: IpAddr,
     pub tags: Vec<String>,
     pub register_interval: Duration,
-    /// The `TTL` sent with every registration.
-    pub register_ttl: Duration,
+    /// The `TTL` sent with every registration: the lease asked for with each registration; `None` when the interval is too long for
+    /// one (three intervals past the longest lease) and none was given.
+    pub register_ttl: Option<Duration>,
     pub port_file: Option<PathBuf>,
     /// The registry's write token, read from `-token-file`.
     pub token: Option<String>,
@@ -140,26 +140,8 @@ pub fn parse(
 }
 
 fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Config, FlagError> {
-    let k8s_registry = || {
-        let (host, port) = (env("SERVICE_REGISTRY_SERVICE_HOST")?, env("SERVICE_REGISTRY_SERVICE_PORT")?);
-        // An IPv6 cluster's Service IP needs brackets to be an authority: [fd00::a]:10080.
-        Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
-    };
-    let registry = match values.get("service-registry") {
-        Some(v) => v.to_string(),
-        None => k8s_registry().unwrap_or_else(|| DEFAULT_API.into()),
-    };
-    let unbracketed_v6 = |host: &str| host.contains(':') && !(host.starts_with('[') && host.ends_with(']'));
-    if registry
-        .rsplit_once(':')
-        .is_none_or(|(host, port)| host.is_empty() || unbracketed_v6(host) || port.parse::<u16>().is_err())
-    {
-        return Err(invalid(
-            "service-registry",
-            &registry,
-            "expected HOST:PORT, like 10.0.0.10:10080 or [fd00::a]:10080",
-        ));
-    }
+    let registry = address::registry(values.get("service-registry"), &env)
+        .map_err(|(given, why)| invalid("service-registry", &given, why))?;
     let name =
         values.get("service-instance-name").map(str::to_string).or_else(|| env("POD_NAME").filter(|n| !n.is_empty()));
     if let Some(name) = &name {
@@ -187,13 +169,14 @@ fn config(values: &Values, env: impl Fn(&str) -> Option<String>) -> Result<Confi
     validate::tags(&tags).map_err(|why| invalid("tags", values.get("tags").unwrap_or(""), &why))?;
     let register_interval =
         values.parse_with("register-interval", Duration::from_secs(10), duration::parse_positive)?;
-    // Three renewals fit in a lease, so one lost renewal (or two) does not end it.
-    let default_ttl = (register_interval * 3).clamp(validate::MIN_TTL, validate::MAX_TTL);
-    let register_ttl = values.parse_with("register-ttl", default_ttl, validate::ttl)?;
-    if register_ttl <= register_interval {
+    // Three renewals fit in a lease, so one lost renewal (or two) does not end it. An interval
+    // so long that three exceed the longest lease registers without one, as the seed did.
+    let default_ttl = Some((register_interval * 3).max(validate::MIN_TTL)).filter(|ttl| *ttl <= validate::MAX_TTL);
+    let register_ttl = values.parse_with("register-ttl", default_ttl, |s| validate::ttl(s).map(Some))?;
+    if let Some(ttl) = register_ttl.filter(|ttl| *ttl <= register_interval) {
         return Err(invalid(
             "register-ttl",
-            &duration::format(register_ttl),
+            &duration::format(ttl),
             &format!(
                 "must be longer than -register-interval ({}), or the lease ends between two renewals",
                 duration::format(register_interval)
@@ -291,16 +274,22 @@ mod tests {
         assert_eq!(c.registry, "127.0.0.1:10080");
         assert_eq!((c.name, c.advertised_ip, c.port_range), (None, None, None));
         assert_eq!(c.register_interval, Duration::from_secs(10));
-        assert_eq!(c.register_ttl, Duration::from_secs(30), "three register intervals");
+        assert_eq!(c.register_ttl, Some(Duration::from_secs(30)), "three register intervals");
     }
 
     #[test]
     fn the_ttl_follows_the_interval_unless_given() {
-        assert_eq!(serve(&["-register-interval=2s"], &[]).register_ttl, Duration::from_secs(6));
-        assert_eq!(serve(&["-register-interval=100ms"], &[]).register_ttl, Duration::from_secs(1), "at least 1s");
-        assert_eq!(serve(&["-register-ttl=45s"], &[]).register_ttl, Duration::from_secs(45));
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(serve(&["-register-interval=2s"], &[]).register_ttl, secs(6));
+        assert_eq!(serve(&["-register-interval=100ms"], &[]).register_ttl, secs(1), "at least 1s");
+        assert_eq!(serve(&["-register-ttl=45s"], &[]).register_ttl, secs(45));
         let env = [("DPS_REGISTER_TTL", "1m")];
-        assert_eq!(serve(&[], &env).register_ttl, Duration::from_secs(60));
+        assert_eq!(serve(&[], &env).register_ttl, secs(60));
+        // Three intervals past the longest lease: registered without one, as the seed did,
+        // rather than refused for a flag that was never given.
+        assert_eq!(serve(&["-register-interval=8h"], &[]).register_ttl, secs(24 * 3600));
+        assert_eq!(serve(&["-register-interval=9h"], &[]).register_ttl, None);
+        assert_eq!(serve(&["-register-interval=48h"], &[]).register_ttl, None);
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn serve(config: Config) -> Result<(), String> {
         name: name.clone(),
         address: advertised.to_string(),
         tags: config.tags.clone(),
-        ttl: Some(duration::format(config.register_ttl)),
+        ttl: config.register_ttl.map(duration::format),
     };
     let client = Arc::new(registration::Client::new(&config.registry, config.token.as_deref()));
     let (stop_tx, stop_rx) = mpsc::channel();

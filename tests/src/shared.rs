@@ -2,11 +2,11 @@
 //! workspace: polling with a deadline, running a command line to completion, and counting
 //! sockets left in TIME_WAIT.
 //!
-//! One copy, reached from three crates. The end-to-end crate has it as its module `shared`; the
-//! registry's and the server's test binaries include this very file with `#[path]`, because
-//! they cannot depend on the end-to-end crate: it depends on the registry, so a dev-dependency
-//! back would build the registry twice, and the server's tests would pull in all of this crate
-//! to run one command. Hence the rule for this file: `std` only.
+//! One copy, reached from several crates. The end-to-end crate has it as its module `shared`;
+//! the registry's, the server's and `common`'s tests include this very file with `#[path]`,
+//! because test crates should not depend on one another: a dev-dependency on the end-to-end
+//! crate would pull its HTTP client and JSON into every crate's tests to run one command.
+//! Hence the rule for this file: `std` only.
 
 use std::ffi::OsStr;
 use std::process::Command;

@@ -19,7 +19,7 @@ struct State {
     services: Vec<Value>,
     slices: BTreeMap<String, Value>,
     version: u64,
-    /// PUTs refused with 409 so far, and how many more to refuse (a concurrent writer).
+    /// How many more PUTs to refuse with 409, as a concurrent writer would cause.
     conflicts_to_make: u32,
     writes: u32,
 }

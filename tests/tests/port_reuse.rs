@@ -4,6 +4,7 @@
 //! `dynamic-port-server` names its instance, so a probe answered by another one fails at once.
 //! Real binaries on loopback; every process and thread started here is stopped on every path.
 
+use common::wire::INSTANCE_HEADER;
 use end_to_end::{eventually, free_port, get_answer, Registry, Server, Status};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,8 +24,11 @@ const MARGIN: Duration = Duration::from_millis(700);
 /// A registry that never removes for being critical within a test's time, so that whatever
 /// removes a record here is its lease.
 fn registry() -> Registry {
-    Registry::start(&["-check-interval=500ms", "-deregister-critical-after=10m"])
+    Registry::start(REGISTRY_FLAGS)
 }
+
+/// The flags of [`registry`]: `CHECK_INTERVAL`, and no removal for being critical.
+const REGISTRY_FLAGS: &[&str] = &["-check-interval=500ms", "-deregister-critical-after=10m"];
 
 /// An HTTP server that is not ours: it answers every request `200 ok` with no instance header,
 /// as any process that happens to bind the port would.
@@ -145,7 +149,7 @@ fn every_answer_of_the_server_names_its_instance() {
     for path in ["/", "/healthz", "/metrics", "/no-such-page"] {
         let answer = get_answer(&format!("http://{}{path}", server.local()), Duration::from_secs(2))
             .unwrap_or_else(|| panic!("{path} answers"));
-        assert_eq!(answer.header("X-Instance-Name"), Some("named-1"), "{path}: {:?}", answer.headers);
+        assert_eq!(answer.header(INSTANCE_HEADER), Some("named-1"), "{path}: {:?}", answer.headers);
     }
 }
 
@@ -199,7 +203,7 @@ fn a_restarted_registry_gets_every_server_back_and_no_interrupted_lease_removes_
 
     registry.process.signal("KILL");
     drop(registry);
-    let restarted = Registry::start_at(&api.to_string(), &["-check-interval=500ms", "-deregister-critical-after=10m"]);
+    let restarted = Registry::start_at(&api.to_string(), REGISTRY_FLAGS);
     eventually(Duration::from_secs(1) + MARGIN, || all_passing(&restarted)).expect("all three back within an interval");
     // Renewals within the TTL keep every record, through and past the first lease's end.
     let watch_until = Instant::now() + TTL + 2 * CHECK_INTERVAL;

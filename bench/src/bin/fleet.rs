@@ -25,6 +25,7 @@
 //! hundreds of microseconds per connection (measured with 100,000: see BENCHMARKS.md).
 
 #![forbid(unsafe_code)]
+use bench::args::Args;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::pipe;
 use mio::{Events, Interest, Poll, Token};
@@ -108,21 +109,26 @@ struct Flags {
     ports: Option<(u16, u16)>,
 }
 
+/// `--ip` and `--ports`, read by the suite's one argument reader (`--flag VALUE` or
+/// `--flag=VALUE`).
 fn parse_flags(argv: &[String]) -> Result<Flags, String> {
     let mut flags = Flags { ip: Ipv4Addr::LOCALHOST, ports: None };
-    let mut words = argv.iter();
-    while let Some(flag) = words.next() {
-        let value = words.next().ok_or_else(|| format!("{flag}: a value is needed"))?;
-        match flag.as_str() {
-            "--ip" => match value.parse::<Ipv4Addr>() {
-                Ok(ip) if ip.is_loopback() => flags.ip = ip,
-                _ => {
-                    return Err(format!(
-                        "--ip {value:?}: not a 127.0.0.0/8 address (the fleet listens on loopback only)"
-                    ))
+    let mut args = Args::new(argv.to_vec());
+    while let Some(name) = args.next_name() {
+        match name.as_str() {
+            "--ip" => {
+                let value = args.value()?;
+                match value.parse::<Ipv4Addr>() {
+                    Ok(ip) if ip.is_loopback() => flags.ip = ip,
+                    _ => {
+                        return Err(format!(
+                            "--ip {value:?}: not a 127.0.0.0/8 address (the fleet listens on loopback only)"
+                        ))
+                    }
                 }
-            },
+            }
             "--ports" => {
+                let value = args.value()?;
                 let range =
                     value.split_once('-').and_then(|(l, h)| Some((l.parse::<u16>().ok()?, h.parse::<u16>().ok()?)));
                 match range {
@@ -130,7 +136,7 @@ fn parse_flags(argv: &[String]) -> Result<Flags, String> {
                     _ => return Err(format!("--ports {value:?}: not LOW-HIGH with 1024 <= LOW < HIGH")),
                 }
             }
-            _ => return Err(format!("unknown flag {flag:?}")),
+            _ => return Err(args.unknown()),
         }
     }
     Ok(flags)
@@ -178,7 +184,7 @@ fn main() {
         accepts: 0,
         backlogged: Vec::new(),
         next_port: 0,
-        ports: flags.ports.unwrap_or_else(ephemeral_ports),
+        ports: flags.ports.unwrap_or_else(bench::sys::ephemeral_ports),
         ip: flags.ip,
     };
     // A random start, so that two fleets (or two runs) do not walk the same ports.
@@ -530,16 +536,6 @@ fn flush(conn: &mut Conn, poll: &Poll, slot: usize) -> bool {
     !conn.close_after
 }
 
-/// The kernel's ephemeral port range (`ip_local_port_range`).
-fn ephemeral_ports() -> (u16, u16) {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let mut numbers = text.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
-    match (numbers.next(), numbers.next()) {
-        (Some(low), Some(high)) if low < high => (low, high),
-        _ => (32768, 60999),
-    }
-}
-
 /// Reads all that stdin holds now into `input`; true at its end.
 fn read_available(stdin: &mut pipe::Receiver, input: &mut Vec<u8>) -> io::Result<bool> {
     let mut buf = [0u8; 4096];
@@ -582,5 +578,6 @@ mod tests {
         assert!(parse_flags(&args(&["--ports", "80-90"])).is_err());
         assert!(parse_flags(&args(&["--ports", "2000-1999"])).is_err());
         assert!(parse_flags(&args(&["--port", "1"])).is_err());
+        assert_eq!(parse_flags(&args(&["--ip=127.0.0.3"])).map(|f| f.ip), Ok(Ipv4Addr::new(127, 0, 0, 3)));
     }
 }

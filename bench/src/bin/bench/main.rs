@@ -111,7 +111,7 @@ fn parse(argv: Vec<String>) -> Result<Option<Options>, String> {
                 for binary in ["service-registry", "dynamic-port-server"] {
                     if !dir.join(binary).is_file() {
                         return Err(format!(
-                            "--go-seed: no {binary} in {} (build it: OUT={0} /work/shared/anchors/go-seed/build.sh)",
+                            "--go-seed: no {binary} in {} (build it: OUT={0} ../shared/anchors/go-seed/build.sh, next to the repo)",
                             dir.display()
                         ));
                     }

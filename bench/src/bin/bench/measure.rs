@@ -474,8 +474,9 @@ impl Bench<'_> {
         eprintln!("bench: idle registry memory");
         let registry = self.registry(&[], "idle")?;
         sleep(self.plan.idle_settle);
-        let (value, verdict) = rss_figure(procs::memory(registry.pid()), 2 << 20, |m| size(m.rss));
-        let ours = procs::memory(registry.pid()).map(|m| m.rss).unwrap_or(0);
+        let memory = procs::memory(registry.pid());
+        let ours = memory.as_ref().map(|m| m.rss).unwrap_or(0);
+        let (value, verdict) = rss_figure(memory, 2 << 20, |m| size(m.rss));
         drop(registry);
         let go = match &self.options.go_registry {
             Some(binary) => {
@@ -1360,7 +1361,6 @@ fn register_all(client: &mut Client, api: SocketAddr, prefix: &str, ports: &[u16
     Ok(())
 }
 
-/// Sends one registration `body` and insists on 200.
 /// The target for the checker's cost.
 const CPU_PER_PROBE: f64 = 20.0;
 const CPU_PER_PROBE_TARGET: &str = "≤ 20 µs CPU per probe";
@@ -1372,6 +1372,7 @@ fn slab_bytes() -> Option<u64> {
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// Sends one registration `body` and insists on 200.
 pub fn register(client: &mut Client, api: SocketAddr, body: &str) -> Result<(), String> {
     let response = client
         .send_retry(&http::post_json(api, "/register", body), true)
@@ -1451,8 +1452,6 @@ fn ratio(kills: &[Kill]) -> Option<f64> {
     median_f64(&ratios)
 }
 
-/// A memory row's value and verdict: RSS at most `limit` bytes passes. Memory that could not
-/// be read (the registry has exited) is a miss, never a pass.
 /// nginx's loads: files of the same bytes as `GET /endpoints` and as `GET /`, and a tiny one.
 struct Nginx {
     same: Load,
@@ -1490,6 +1489,8 @@ fn read_every_second(registry: &Registry, window: Duration) -> Result<Reads, Str
     Ok(reads)
 }
 
+/// A memory row's value and verdict: RSS at most `limit` bytes passes. Memory that could not
+/// be read (the registry has exited) is a miss, never a pass.
 fn rss_figure(
     memory: Result<procs::Memory, String>,
     limit: u64,

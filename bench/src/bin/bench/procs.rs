@@ -280,12 +280,11 @@ const FLEET_ANSWER: Duration = Duration::from_secs(30);
 /// kernel's search for a free one took 24% of the registry's CPU (perf, 10,000 endpoints),
 /// which a registry whose servers listen on other hosts, as in a cluster, never pays.
 pub fn below_ephemeral_ports() -> (u16, u16) {
-    fleet_ports(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default())
+    fleet_ports(bench::sys::ephemeral_ports())
 }
 
-fn fleet_ports(ephemeral: &str) -> (u16, u16) {
-    let low = ephemeral.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
-    let high = low.saturating_sub(1).max(1024 + PORT_SPAN);
+fn fleet_ports((ephemeral_low, _): (u16, u16)) -> (u16, u16) {
+    let high = ephemeral_low.saturating_sub(1).max(1024 + PORT_SPAN);
     (high - PORT_SPAN, high)
 }
 
@@ -295,24 +294,22 @@ pub const PORT_SPAN: u16 = 20_000;
 impl Fleet {
     /// A fleet on 127.0.0.1, listening below the ephemeral range.
     pub fn start(binary: &Path, log: &Path) -> Result<Fleet, String> {
-        Fleet::start_at(binary, log, None, Some(below_ephemeral_ports()))
+        Fleet::start_at(binary, log, None, below_ephemeral_ports())
     }
 
-    /// A fleet listening on `ip` (`--ip`; 127.0.0.1 when `None`), on `ports` (`--ports`; the
-    /// ephemeral range when `None`).
+    /// A fleet listening on `ip` (`--ip`; 127.0.0.1 when `None`), on the ports `low`-`high`
+    /// (`--ports`).
     pub fn start_at(
         binary: &Path,
         log: &Path,
         ip: Option<std::net::Ipv4Addr>,
-        ports: Option<(u16, u16)>,
+        (low, high): (u16, u16),
     ) -> Result<Fleet, String> {
         let mut command = Command::new(binary);
         if let Some(ip) = ip {
             command.arg("--ip").arg(ip.to_string());
         }
-        if let Some((low, high)) = ports {
-            command.arg("--ports").arg(format!("{low}-{high}"));
-        }
+        command.arg("--ports").arg(format!("{low}-{high}"));
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(File::create(log).map_err(|e| e.to_string())?);
         let mut proc = Proc::spawn("fleet", &mut command, false)?;
         let stdin = proc.child.stdin.take().expect("stdin is piped");
@@ -456,9 +453,8 @@ mod tests {
 
     #[test]
     fn fleets_listen_just_below_the_ephemeral_range() {
-        assert_eq!(fleet_ports("32768\t60999\n"), (12767, 32767));
-        assert_eq!(fleet_ports("10000 60999"), (1024, 21024));
-        assert_eq!(fleet_ports(""), (12767, 32767));
+        assert_eq!(fleet_ports((32768, 60999)), (12767, 32767));
+        assert_eq!(fleet_ports((10000, 60999)), (1024, 21024));
     }
 
     #[test]

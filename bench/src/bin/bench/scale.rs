@@ -154,7 +154,7 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
         let ip = fleet_ip(i);
         let count = share(ENDPOINTS, FLEETS, i);
         eprintln!("bench: fleet {}: opening {count} live endpoints on {ip}, ports {}-{}", i + 1, ports.0, ports.1);
-        let mut fleet = Fleet::start_at(&options.fleet, &tmp.join(format!("fleet-{ip}.log")), Some(ip), Some(ports))?;
+        let mut fleet = Fleet::start_at(&options.fleet, &tmp.join(format!("fleet-{ip}.log")), Some(ip), ports)?;
         addresses.extend(fleet.endpoints("live", count)?.into_iter().map(|port| (ip, port)));
         fleets.push(fleet);
     }
@@ -348,16 +348,11 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
         share(busy.saturating_sub(stolen).saturating_sub(cpu).saturating_sub(fleets_cpu)),
         share(stolen)
     ));
+    let ephemeral = bench::sys::ephemeral_ports();
     report.note(format!(
-        "the fleets listened on ports {}-{}, below the ephemeral range ({}), which stays whole for the registry's \
+        "the fleets listened on ports {}-{}, below the ephemeral range ({}-{}), which stays whole for the registry's \
          probes' source ports",
-        ports.0,
-        ports.1,
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join("-")
+        ports.0, ports.1, ephemeral.0, ephemeral.1
     ));
     report.note(format!(
         "the registry ran with {}; its open-file limit was the driver's ({nofile}); probes in flight are capped by \

@@ -44,32 +44,30 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     }
 }
 
-impl<W: Write + Send> Write for SequentialWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+impl<W: Write + Send> SequentialWriter<W> {
+    /// Waits until the writer before this one has finished (once; later calls return at once).
+    fn wait_turn(&mut self) {
         if let Some(v) = self.trigger.as_mut() {
             v.take().unwrap()
         }
         self.trigger = None;
+    }
+}
 
+impl<W: Write + Send> Write for SequentialWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.wait_turn();
         self.writer.lock().unwrap().write(buf)
     }
 
     // dynamic-ports patch: forwarded, so a head and a large body can go out in one `writev`.
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> IoResult<usize> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.take().unwrap()
-        }
-        self.trigger = None;
-
+        self.wait_turn();
         self.writer.lock().unwrap().write_vectored(bufs)
     }
 
     fn flush(&mut self) -> IoResult<()> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.take().unwrap()
-        }
-        self.trigger = None;
-
+        self.wait_turn();
         self.writer.lock().unwrap().flush()
     }
 }
