@@ -188,11 +188,10 @@ struct Bench<'a> {
     /// Labelled loads kept for the notes on the load generator.
     loads: Vec<(String, Load)>,
     rng: u64,
-    /// The Go original's memory with 10,000 Names, before and after its first check pass,
-    /// and the endpoints probed in that pass, for the memory row.
-    go_memory: GoMemory,
 }
 
+/// The Go original's memory with 10,000 Names, before and after its first check pass, and the
+/// endpoints probed in that pass, for the memory row; `None` without `--go-seed`.
 type GoMemory = Option<(Result<procs::Memory, String>, Result<procs::Memory, String>, u64)>;
 
 /// The Go original's figures, measured in this run with the same load as ours.
@@ -260,7 +259,6 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
         report: Report::default(),
         loads: Vec::new(),
         rng: seed,
-        go_memory: None,
     };
     bench.sizes();
     bench.idle_memory()?;
@@ -298,7 +296,7 @@ pub fn run(options: &Options, tmp: &Path) -> Result<String, String> {
             bench.plan.detect_flags.join(" ")
         ));
     }
-    Ok(bench.report.render(&header))
+    Ok(bench.report.render("dynamic-ports benchmark", &header))
 }
 
 impl Bench<'_> {
@@ -587,7 +585,7 @@ impl Bench<'_> {
             self.report.row(REGISTRATION, &metric, value, "", &go_text, Verdict::Info);
             self.loads.push((label, load));
         }
-        if let Some(go) = go {
+        let go_memory = go.map(|go| {
             for (label, load) in [
                 ("Go: registration of 10,000 new Names, 1 client", go.new_one),
                 ("Go: registration of 10,000 new Names, 32 clients", go.new_many),
@@ -596,9 +594,9 @@ impl Bench<'_> {
             ] {
                 self.loads.push((label.into(), load));
             }
-            self.go_memory = Some((go.registered, go.checked, go.probed));
-        }
-        self.round(&registry)?;
+            (go.registered, go.checked, go.probed)
+        });
+        self.round(&registry, go_memory)?;
         // Stopped first: the fleet counts every probe, and only the next registry's may count.
         drop(registry);
         self.cpu_all_kept()
@@ -667,7 +665,9 @@ impl Bench<'_> {
     }
 
     /// The steady round over the 10,000 endpoints, the checker's CPU, and memory.
-    fn round(&mut self, registry: &Registry) -> Result<(), String> {
+    /// `go_memory`: the Go original's RSS with the same Names, before and after its first
+    /// check pass, and how many it had probed, for the memory row's Go column.
+    fn round(&mut self, registry: &Registry, go_memory: GoMemory) -> Result<(), String> {
         eprintln!("bench: health checks of {FLEET} endpoints");
 
         self.fleet.reset()?;
@@ -729,7 +729,7 @@ impl Bench<'_> {
             ),
             (Err(e), _) | (_, Err(e)) => (format!("not measured: {e}"), Verdict::Miss),
         };
-        let go = match self.go_memory.take() {
+        let go = match go_memory {
             Some((registered, checked, probed)) => {
                 let text = |m: &Result<procs::Memory, String>| {
                     m.as_ref().map_or_else(|e| format!("not measured ({e})"), |m| size(m.rss))

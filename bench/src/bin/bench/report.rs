@@ -51,9 +51,9 @@ impl Report {
         self.notes.push(note);
     }
 
-    /// The whole markdown: header, table, notes.
-    pub fn render(&self, header: &[String]) -> String {
-        let mut out = String::from("## dynamic-ports benchmark\n\n");
+    /// The whole markdown under `title`: header, table, notes.
+    pub fn render(&self, title: &str, header: &[String]) -> String {
+        let mut out = format!("## {title}\n\n");
         for line in header {
             out += &format!("- {line}\n");
         }
