@@ -670,13 +670,7 @@ impl Bench<'_> {
     fn round(&mut self, registry: &Registry, go_memory: GoMemory) -> Result<(), String> {
         eprintln!("bench: health checks of {FLEET} endpoints");
 
-        self.fleet.reset()?;
-        let cpu_before = procs::cpu_time(registry.pid());
-        let start = Instant::now();
-        sleep(INTERVAL * self.plan.round_intervals + Duration::from_secs(1));
-        let stats = self.fleet.stats()?;
-        let wall = start.elapsed();
-        let cpu = procs::cpu_time(registry.pid()).saturating_sub(cpu_before);
+        let (stats, wall, cpu) = self.checks_window(registry)?;
         let memory = procs::memory(registry.pid());
 
         let ms = |k: &str| Duration::from_secs_f64(stats[k].as_f64().unwrap_or(0.0) / 1000.0);
@@ -755,6 +749,18 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Watches `registry` check the fleet for the plan's intervals and a second: the fleet's
+    /// probe statistics over the window, its wall time, and the registry's CPU in it.
+    fn checks_window(&mut self, registry: &Registry) -> Result<(Value, Duration, Duration), String> {
+        self.fleet.reset()?;
+        let cpu_before = procs::cpu_time(registry.pid());
+        let start = Instant::now();
+        sleep(INTERVAL * self.plan.round_intervals + Duration::from_secs(1));
+        let stats = self.fleet.stats()?;
+        let wall = start.elapsed();
+        Ok((stats, wall, procs::cpu_time(registry.pid()).saturating_sub(cpu_before)))
+    }
+
     /// The checker's CPU per probe at 10,000 endpoints with every connection kept between
     /// checks (`-check-keep-alive=10000`): no probe pays a connect and a close. What that costs
     /// instead is kernel memory, one idle socket at each end of each connection: the growth of
@@ -769,13 +775,7 @@ impl Bench<'_> {
         wait_all_passing(&mut client, registry.api, "the endpoints checked on kept connections")?;
         // The second checks are spread over one interval; from then on every check is steady.
         sleep(INTERVAL);
-        self.fleet.reset()?;
-        let cpu_before = procs::cpu_time(registry.pid());
-        let start = Instant::now();
-        sleep(INTERVAL * self.plan.round_intervals + Duration::from_secs(1));
-        let stats = self.fleet.stats()?;
-        let wall = start.elapsed();
-        let cpu = procs::cpu_time(registry.pid()).saturating_sub(cpu_before);
+        let (stats, wall, cpu) = self.checks_window(&registry)?;
         let slab = slab_bytes().zip(slab_before).map(|(after, before)| after.saturating_sub(before));
         let probes = stats["probes"].as_u64().unwrap_or(0);
         let connections = stats["accepts"].as_u64();
